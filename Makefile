@@ -1,0 +1,97 @@
+# clipkit: `make lab` (JupyterLab on the notebooks), `make run` (execute them headless), `make test`.
+#
+# Each target creates or refreshes .venv on first use and reinstalls only when pyproject.toml
+# changed. To use an environment you already have (conda, Colab), pass its interpreter:
+#     make test PYTHON=python
+# and nothing is created: the packages are installed into it only if clipkit is missing there.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+BOOTSTRAP_PYTHON ?= python3
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+TUTORIALS := $(sort $(wildcard tutorials/*.ipynb))
+# Debian packages: offline data sets, and the browser the Gradio UI test drives.
+DATA_PACKAGES := dataset-fashion-mnist fonts-noto-color-emoji
+TEST_PACKAGES := $(DATA_PACKAGES) chromium
+PORT ?= 8888
+PYTEST_ARGS ?=
+
+ifeq ($(filter command line environment,$(origin PYTHON)),)
+  PY := $(VENV)/bin/python
+  ENV_READY := $(VENV)/.installed
+else
+  PY := $(PYTHON)
+  ENV_READY := external-env
+endif
+
+# Tests and CI never reach a model hub; without this a pretrained tag takes ~47 s to fail.
+export HF_HUB_OFFLINE ?= 1
+export GRADIO_ANALYTICS_ENABLED ?= False
+export MPLBACKEND ?= agg
+
+.PHONY: help lab run test test-fast demo tutorials clean-notebooks system-data system-test external-env clean
+
+help:
+	@echo "make lab             JupyterLab on notebooks/ with the 'clipkit' kernel (port $(PORT))"
+	@echo "make run             execute every notebook headless into build/notebooks/, print metrics"
+	@echo "make test            the whole test suite, notebooks included"
+	@echo "make test-fast       unit tests only (no notebooks, nothing marked slow)"
+	@echo "make clean-notebooks strip outputs before committing"
+	@echo "Use an existing environment with PYTHON=python, e.g. make test PYTHON=python"
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(VENV)/bin/python || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+external-env:
+	@$(PY) -c "import clipkit, pytest, papermill" 2>/dev/null || $(PY) -m pip install -e '.[dev]'
+
+# apt-installs the Debian packages named in $(1) when apt exists and they are missing;
+# elsewhere says what to install (the code also names them when the data is absent).
+define ensure_debian_packages
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+	    || { echo "apt-get could not install:$$missing" >&2; exit 1; }; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then \
+	  sudo apt-get install -y $$missing; \
+	else \
+	  echo "Note: install$$missing (or see README: Fashion-MNIST and emoji need them; notebooks skip what is absent)."; \
+	fi
+endef
+
+system-data:
+	$(call ensure_debian_packages,$(DATA_PACKAGES))
+
+system-test:
+	$(call ensure_debian_packages,$(TEST_PACKAGES))
+
+lab: $(ENV_READY) system-data
+	$(PY) -m ipykernel install --user --name clipkit --display-name "Python (clipkit)" >/dev/null
+	$(PY) -m jupyter lab --notebook-dir=notebooks --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+run: $(ENV_READY) system-data
+	$(PY) -m clipkit.notebook run --out build/notebooks $(NOTEBOOKS)
+
+test: $(ENV_READY) system-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(ENV_READY)
+	$(PY) -m pytest -m "not slow and not notebooks" $(PYTEST_ARGS)
+
+demo: $(ENV_READY) system-data
+	$(PY) -m clipkit.app --from-notebook-checkpoint
+
+tutorials: $(ENV_READY)
+	$(PY) -m clipkit.exercises generate
+
+clean-notebooks: $(ENV_READY)
+	$(PY) -m clipkit.notebook clean $(NOTEBOOKS) $(TUTORIALS)
+
+clean:
+	rm -rf build .pytest_cache

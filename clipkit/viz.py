@@ -1,0 +1,74 @@
+"""Plots the notebooks share: image grids with captions, and training curves."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def to_display_array(image) -> np.ndarray:
+    """A PIL image, a uint8 [3,H,W] or [H,W,3] tensor/array, or a float one in [0,1] -> uint8 [H,W,3]."""
+    if hasattr(image, "convert"):  # PIL
+        return np.asarray(image.convert("RGB"))
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)  # [C,H,W] -> [H,W,C]
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if array.ndim == 2 or array.shape[-1] == 1:
+        array = np.repeat(array.reshape(array.shape[0], array.shape[1], 1), 3, axis=-1)
+    return array
+
+
+def image_grid(
+    images: Sequence,
+    captions: Sequence[str] | None = None,
+    ncols: int = 8,
+    cell_inches: float = 1.6,
+    wrap: int = 22,
+    title: str | None = None,
+):
+    """Draw images in a grid with wrapped captions under each; returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    count = len(images)
+    ncols = max(1, min(ncols, count))
+    nrows = max(1, -(-count // ncols))
+    caption_lines = 0 if captions is None else max(len(textwrap.wrap(c, wrap) or [""]) for c in captions)
+    figure, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(ncols * cell_inches, nrows * (cell_inches + 0.16 * caption_lines)),
+        squeeze=False,
+    )
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= count:
+            continue
+        axis.imshow(to_display_array(images[index]), interpolation="nearest")
+        if captions is not None:
+            axis.set_title("\n".join(textwrap.wrap(captions[index], wrap)), fontsize=7)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_history(history: dict[str, Sequence[float]], x_key: str = "step", keys: Sequence[str] | None = None):
+    """One small panel per recorded series (loss, accuracy, temperature...) against `x_key`."""
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in (keys or history) if k != x_key and len(history[k])]
+    figure, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
+    for axis, key in zip(axes.flat, keys):
+        values = history[key]
+        xs = history.get(x_key, range(len(values)))
+        axis.plot(list(xs)[-len(values):], values)
+        axis.set_title(key, fontsize=9)
+        axis.set_xlabel(x_key, fontsize=8)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,107 @@
+"""Execute every notebook under small CI parameters and check what it records.
+
+Each notebook runs with papermill (CI parameters from `tests/notebook_params.json`) into
+`build/test-notebooks/`, writing its metrics JSON beside the executed copy; the metrics are
+checked against the thresholds below. Notebooks with cells marked `# NBVAL_CHECK_OUTPUT`
+are then re-run by nbval, which compares those cells' outputs with the committed ones.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clipkit.notebook import CELL_TIMEOUT_SECONDS, NBVAL_MARKER
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build" / "test-notebooks"
+CI_PARAMETERS = json.loads((ROOT / "tests" / "notebook_params.json").read_text())
+
+# What each notebook must record, as (comparison, bound). Keys missing from a notebook's
+# metrics fail the test, so a renamed metric cannot silently stop being checked.
+METRIC_THRESHOLDS: dict[str, dict[str, tuple[str, float]]] = {
+    "00_welcome": {"datasets_shown": (">=", 1)},
+}
+
+COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+
+
+def _notebooks() -> list[Path]:
+    found = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "tutorials").glob("*.ipynb"))
+    return [path for path in found if ".ipynb_checkpoints" not in path.parts]
+
+
+def _relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+@pytest.fixture(scope="session")
+def notebook_environment(tmp_path_factory):
+    """Kernels inherit os.environ: point clipkit at a throwaway home so tests never touch the user's
+    checkpoints, while notebooks of one test session still share them (05 trains, 06-09 load)."""
+    home = tmp_path_factory.mktemp("clipkit-home")
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            "CLIPKIT_HOME": str(home),
+            # Rendered emoji and other rebuildable caches survive between test sessions.
+            "CLIPKIT_CACHE_DIR": os.environ.get("CLIPKIT_CACHE_DIR", str(ROOT / ".clipkit" / "cache")),
+            "HF_HUB_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "MPLBACKEND": "agg",
+            "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        }
+    )
+    yield home
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", _notebooks(), ids=lambda path: path.stem)
+def test_notebook_executes_and_meets_thresholds(notebook: Path, notebook_environment):
+    from clipkit.notebook import execute
+
+    parameters = CI_PARAMETERS.get(_relative(notebook), {})
+    _, metrics = execute(notebook, BUILD, parameters, timeout=CELL_TIMEOUT_SECONDS)
+
+    metrics_path = BUILD / f"{notebook.stem}.metrics.json"
+    assert metrics_path.exists(), f"{notebook.name} did not call record_metrics(..., metrics_path) at its end"
+    for key, (comparison, bound) in METRIC_THRESHOLDS.get(notebook.stem, {}).items():
+        assert key in metrics, f"{notebook.name} no longer records {key!r}; it recorded {sorted(metrics)}"
+        assert metrics[key] is not None, f"{notebook.name} recorded {key} = null (NaN or inf)"
+        assert COMPARISONS[comparison](metrics[key], bound), f"{notebook.name}: {key} = {metrics[key]}, wanted {comparison} {bound}"
+
+
+def _has_checked_cells(notebook: Path) -> bool:
+    cells = json.loads(notebook.read_text())["cells"]
+    return any(NBVAL_MARKER in "".join(cell.get("source", "")) for cell in cells)
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", [nb for nb in _notebooks() if _has_checked_cells(nb)], ids=lambda path: path.stem)
+def test_notebook_deterministic_outputs_match_nbval(notebook: Path, notebook_environment, tmp_path):
+    """nbval re-runs the notebook (prepared with the CI parameters, committed outputs kept) and
+    compares the outputs of cells marked `# NBVAL_CHECK_OUTPUT`."""
+    import papermill
+
+    prepared = tmp_path / notebook.name
+    parameters = dict(CI_PARAMETERS.get(_relative(notebook), {}))
+    papermill.execute_notebook(str(notebook), str(prepared), parameters=parameters, prepare_only=True, kernel_name="python3", progress_bar=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-kernel-name", "python3",
+         f"--nbval-cell-timeout={CELL_TIMEOUT_SECONDS}", "--rootdir", str(tmp_path), str(prepared)],
+        cwd=notebook.parent,
+        capture_output=True,
+        text=True,
+        timeout=CELL_TIMEOUT_SECONDS * 3,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
