@@ -130,7 +130,8 @@ def clean(notebook: str | Path) -> bool:
             cell["outputs"] = [_strip_output(o) for o in cell.get("outputs", []) if o.get("output_type") != "display_data"]
         else:
             cell["outputs"] = []
-        cell["execution_count"] = None
+        # nbval refuses a reference cell that has outputs but no execution count ("unrun").
+        cell["execution_count"] = 1 if cell["outputs"] else None
     data["nbformat"], data["nbformat_minor"] = 4, 4  # 4.4: no cell ids, so cleaning is idempotent
     cleaned = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     if cleaned != original:
@@ -141,7 +142,7 @@ def clean(notebook: str | Path) -> bool:
 def _strip_output(output: dict[str, Any]) -> dict[str, Any]:
     output = dict(output)
     if output.get("output_type") == "execute_result":
-        output["execution_count"] = None
+        output["execution_count"] = 1
         output["metadata"] = {}
     return output
 

@@ -34,5 +34,6 @@ def test_clean_keeps_only_marked_outputs_and_is_idempotent(tmp_path):
     cells = json.loads(path.read_text())["cells"]
     assert "".join(cells[0]["outputs"][0]["text"]) == "1\n"
     assert cells[1]["outputs"] == [] and cells[1]["execution_count"] is None
+    assert cells[0]["execution_count"] == 1
     assert clean(path) is False
     nbformat.validate(nbformat.read(path, as_version=4))

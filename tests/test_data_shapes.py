@@ -1,0 +1,290 @@
+"""The shapes world: determinism, the compositional split, captions that match the pixels, the binding probe."""
+
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from clipkit.data import COLOURS, ShapesConfig, ShapesWorld, make_loader
+from clipkit.data.shapes import INVERSE_RELATIONS, RELATIONS, shape_mask
+
+RELATION_PATTERN = re.compile(r"\b(left of|right of|above|below)\b")
+
+
+@pytest.fixture(scope="module")
+def world():
+    return ShapesWorld()
+
+
+def mentioned_pairs(caption, world):
+    """(colour, shape) of each object a caption names, in order: every template names both once per object."""
+    words = re.findall(r"[a-z]+", caption)
+    colours = [w for w in words if w in world.colours]
+    shapes = [w for w in words if w in world.shapes]
+    assert len(colours) == len(shapes), caption
+    return list(zip(colours, shapes))
+
+
+def reference_render(world, scene, background):
+    """Naive per-pixel loop: paste each object's mask at its recorded centre over a flat background."""
+    side = world.config.image_size
+    image = np.empty((3, side, side))
+    image[:] = np.asarray(background, dtype=float)[:, None, None]
+    for obj in scene.objects:
+        mask = shape_mask(obj.shape, world.config.sizes[obj.size] * side, world.config.supersample)
+        box = mask.shape[0]
+        top, left = int(obj.y - box / 2), int(obj.x - box / 2)
+        for r in range(box):
+            for c in range(box):
+                a = mask[r, c]
+                for channel in range(3):
+                    old = image[channel, top + r, left + c]
+                    image[channel, top + r, left + c] = old + (world.colours[obj.colour][channel] - old) * a
+    return np.clip(np.rint(image), 0, 255)
+
+
+def test_compositional_split_holds_one_pair_per_colour_and_shape(world):
+    assert len(world.colours) >= 6 and len(world.shapes) >= 6
+    assert len(world.pairs) == len(world.colours) * len(world.shapes)
+    held = world.heldout_pairs
+    assert Counter(c for c, _ in held) == Counter(list(world.colours)) and Counter(s for _, s in held) == Counter(world.shapes)
+    assert set(world.seen_pairs).isdisjoint(held) and len(world.seen_pairs) + len(held) == len(world.pairs)
+    for colour in world.colours:
+        assert sum(c == colour for c, _ in world.seen_pairs) == len(world.shapes) - 1
+    for shape in world.shapes:
+        assert sum(s == shape for _, s in world.seen_pairs) == len(world.colours) - 1
+
+
+def test_palette_is_flat_and_well_separated_on_a_dark_background():
+    rgb = np.array(list(COLOURS.values()), dtype=float)
+    distances = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1) + np.eye(len(rgb)) * 1e9
+    assert distances.min() > 80  # far beyond the colour jitter a threshold oracle must tolerate
+    config = ShapesConfig()
+    assert max(config.background) + config.background_jitter < 40
+    assert np.linalg.norm(rgb - np.array(config.background), axis=1).min() > 150
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_sample_shapes_and_types(size):
+    sample = ShapesWorld(ShapesConfig(image_size=size)).sample(20, seed=0)
+    assert sample.images.shape == (20, 3, size, size) and sample.images.dtype == torch.uint8
+    assert len(sample.captions) == len(sample.scenes) == 20
+    assert sample.pair_labels.dtype == torch.long and sample.pair_labels.shape == (20,)
+
+
+def test_same_seed_same_sample_in_any_call_order(world):
+    first = world.sample(50, seed=7)
+    world.sample(30, seed=1)
+    world.binding_probe(5, seed=3)
+    again = world.sample(50, seed=7)
+    assert torch.equal(first.images, again.images)
+    assert first.captions == again.captions and first.scenes == again.scenes
+    other = world.sample(50, seed=8)
+    assert not torch.equal(first.images, other.images)
+
+
+def test_batches_depend_only_on_seed_and_step(world):
+    three = list(world.batches(16, seed=5, num_batches=3))
+    assert len(three) == 3
+    again = list(world.batches(16, seed=5, num_batches=3))
+    assert all(torch.equal(a.images, b.images) and a.captions == b.captions for a, b in zip(three, again))
+    assert not torch.equal(three[0].images, three[1].images)
+
+
+def test_vectorised_drawing_matches_a_naive_loop():
+    config = ShapesConfig(image_size=32, noise_std=0.0, colour_jitter=0, background_jitter=0, p_two_objects=0.5)
+    world = ShapesWorld(config)
+    sample = world.sample(24, seed=3, split="all")
+    for image, scene in zip(sample.images, sample.scenes):
+        expected = reference_render(world, scene, config.background)
+        assert np.abs(image.numpy().astype(float) - expected).max() <= 1  # float32 vs float64 rounding
+
+
+def test_pair_labels_name_the_first_object(world):
+    sample = world.sample(40, seed=2, split="all")
+    for label, scene in zip(sample.pair_labels.tolist(), sample.scenes):
+        assert world.pairs[label] == scene.pairs[0]
+        assert sample.class_names[label] == f"{scene.objects[0].colour} {scene.objects[0].shape}"
+
+
+def test_captions_name_exactly_the_objects_in_the_scene(world):
+    sample = world.sample(400, seed=4, split="all")
+    for caption, scene in zip(sample.captions, sample.scenes):
+        assert Counter(mentioned_pairs(caption, world)) == Counter(scene.pairs), caption
+
+
+def test_relation_words_match_the_geometry(world):
+    sample = world.sample(400, seed=5, objects=2)
+    checked = 0
+    for caption, scene in zip(sample.captions, sample.scenes):
+        first_pair, second_pair = mentioned_pairs(caption, world)
+        a, b = ({o.colour + o.shape: o for o in scene.objects}[c + s] for c, s in (first_pair, second_pair))
+        assert scene.relation in RELATIONS
+        match = RELATION_PATTERN.search(caption)
+        if match is None:
+            continue  # a conjunction: "a red circle and a blue square"
+        checked += 1
+        relation = match.group(1)
+        expected = scene.relation if scene.objects[0] is a else INVERSE_RELATIONS[scene.relation]
+        assert relation == expected, caption
+        geometry = {"left of": a.x < b.x, "right of": a.x > b.x, "above": a.y < b.y, "below": a.y > b.y}
+        assert geometry[relation], (caption, a, b)
+    assert checked > 100
+
+
+def test_two_objects_never_touch():
+    for size in (32, 64):
+        world = ShapesWorld(ShapesConfig(image_size=size))
+        for scene in world.sample(500, seed=size, objects=2).scenes:
+            coverage = []
+            for obj in scene.objects:
+                mask = shape_mask(obj.shape, world.config.sizes[obj.size] * size, world.config.supersample)
+                canvas = np.zeros((size, size))
+                top, left = int(obj.y - mask.shape[0] / 2), int(obj.x - mask.shape[0] / 2)
+                canvas[top : top + mask.shape[0], left : left + mask.shape[0]] = mask
+                coverage.append(canvas)
+            assert (coverage[0] * coverage[1]).sum() == 0, scene
+
+
+def test_one_object_position_words_match_where_the_object_is(world):
+    sample = world.sample(300, seed=6, objects=1)
+    side = world.config.image_size
+    for scene in sample.scenes:
+        (obj,) = scene.objects
+        x, y = obj.x / side, obj.y / side
+        expected = {"left": x < 0.4, "right": x > 0.6, "top": y < 0.4, "bottom": y > 0.6}.get(obj.position)
+        assert expected is None or expected, obj
+        if obj.position == "centre":
+            assert abs(x - 0.5) < 0.1 and abs(y - 0.5) < 0.1
+
+
+def centre_colours(world, sample):
+    """Nearest palette colour of the pixel at each object's centre (objects never overlap)."""
+    names, palette = list(world.colours), np.array(list(world.colours.values()), dtype=float)
+    found = []
+    for image, scene in zip(sample.images.numpy().astype(float), sample.scenes):
+        row = []
+        for obj in scene.objects:
+            pixel = image[:, int(obj.y), int(obj.x)]
+            row.append(names[np.linalg.norm(palette - pixel, axis=1).argmin()])
+        found.append(row)
+    return found
+
+
+def test_train_split_never_shows_a_heldout_pair_in_images_or_captions(world):
+    sample = world.sample(3000, seed=11, split="train")
+    held = set(world.heldout_pairs)
+    for caption, scene in zip(sample.captions, sample.scenes):
+        assert held.isdisjoint(scene.pairs)
+        assert held.isdisjoint(mentioned_pairs(caption, world)), caption
+    # The pixels agree with the scenes, so no held-out colour sits on a held-out shape in any image.
+    first = sample.subset(range(500))
+    for colours, scene in zip(centre_colours(world, first), first.scenes):
+        assert colours == [o.colour for o in scene.objects]
+    # And the split still covers every seen pair, in both object slots.
+    assert {p for scene in sample.scenes for p in scene.pairs} == set(world.seen_pairs)
+
+
+def test_heldout_split_shows_only_heldout_pairs_alone(world):
+    sample = world.sample(200, seed=12, split="heldout")
+    assert all(len(scene.objects) == 1 for scene in sample.scenes)
+    assert {scene.pairs[0] for scene in sample.scenes} == set(world.heldout_pairs)
+    assert centre_colours(world, sample) == [[s.objects[0].colour] for s in sample.scenes]
+    with pytest.raises(ValueError, match="one-object"):
+        world.sample(4, split="heldout", objects=2)
+
+
+def test_all_split_mixes_seen_and_heldout_pairs(world):
+    pairs = {p for scene in world.sample(2000, seed=13, split="all").scenes for p in scene.pairs}
+    assert pairs == set(world.pairs)
+
+
+def test_objects_argument_and_two_object_layout(world):
+    assert all(len(s.objects) == 1 for s in world.sample(50, seed=1, objects=1).scenes)
+    two = world.sample(50, seed=1, objects=2).scenes
+    assert all(len(s.objects) == 2 and s.objects[0].colour + s.objects[0].shape != s.objects[1].colour + s.objects[1].shape for s in two)
+    mixed = world.sample(400, seed=1).scenes
+    share = sum(len(s.objects) == 2 for s in mixed) / len(mixed)
+    assert abs(share - world.config.p_two_objects) < 0.1
+
+
+def test_caption_styles_are_selectable_and_all_templates_appear(world):
+    terse = world.sample(200, seed=1, caption_style="terse").captions
+    assert all(len(c.split()) <= 6 and not c.startswith("a ") for c in terse)
+    wordy = world.sample(200, seed=1, caption_style="wordy").captions
+    assert np.mean([len(c.split()) for c in wordy]) > np.mean([len(c.split()) for c in terse]) + 3
+    separate = world.sample(200, seed=1, caption_style="separate", objects=1).captions
+    assert all(re.search(r"coloured|something \w+:|painted|colour is", c) for c in separate)
+    # Every template of every style shows up in a large enough sample.
+    captions = " | ".join(world.sample(4000, seed=2).captions)
+    for style, parts in world.config.templates.items():
+        for template in parts["object"] + parts["one"] + parts["two"]:
+            fixed = [piece for piece in re.split(r"\{\w+\}", template) if piece.strip(" ,:")]
+            assert all(piece.strip() in captions for piece in fixed), (style, template)
+
+
+def test_articles_agree_with_the_next_word(world):
+    captions = world.sample(2000, seed=3).captions
+    assert any("an orange" in c for c in captions)
+    assert not any(re.search(r"\ba [aeiou]", c) for c in captions)
+    assert not any(re.search(r"\ban [^aeiou]", c) for c in captions)
+
+
+def test_templates_are_plain_data_and_extensible():
+    templates = {"mine": {"object": ["the {shape} is {colour}"], "one": ["look: {object}"], "two": ["{a} plus {b}"]}}
+    world = ShapesWorld(ShapesConfig(templates=templates, caption_styles=("mine",)))
+    captions = world.sample(20, seed=0).captions
+    assert all(c.startswith("look: the ") or " plus the " in c for c in captions)
+    with pytest.raises(ValueError, match="must hold"):
+        ShapesConfig(templates={"bad": {"object": ["a {shape}"], "one": ["{object}"], "two": ["{a} {b}"]}}, caption_styles=("bad",))
+
+
+def test_bad_configs_and_arguments_are_explained(world):
+    with pytest.raises(ValueError, match="image_size"):
+        ShapesConfig(image_size=8)
+    with pytest.raises(ValueError, match="unknown colour or shape"):
+        ShapesConfig(heldout_pairs=(("mauve", "circle"),))
+    with pytest.raises(ValueError, match="every pair with colour 'red'"):
+        ShapesConfig(heldout_pairs=tuple(("red", s) for s in ShapesConfig().shapes))
+    with pytest.raises(ValueError, match="split"):
+        world.sample(3, split="test")
+    with pytest.raises(ValueError, match="caption style"):
+        world.sample(3, caption_style="poetic")
+
+
+def test_binding_probe_swaps_colours_between_the_same_shapes(world):
+    probe = world.binding_probe(60, seed=4)
+    assert probe.images.shape == probe.swapped_images.shape == (60, 3, 32, 32)
+    seen = set(world.seen_pairs)
+    for caption, swapped_caption, scene, swapped in zip(probe.captions, probe.swapped_captions, probe.scenes, probe.swapped_scenes):
+        assert caption != swapped_caption and sorted(caption.split()) == sorted(swapped_caption.split())
+        (c1, s1), (c2, s2) = scene.pairs
+        assert c1 != c2 and s1 != s2
+        assert swapped.pairs == ((c2, s1), (c1, s2))
+        assert {(c1, s1), (c2, s2), (c1, s2), (c2, s1)} <= seen
+        assert mentioned_pairs(caption, world) == list(scene.pairs)
+        assert mentioned_pairs(swapped_caption, world) == list(swapped.pairs)
+        assert [(o.x, o.y, o.size) for o in scene.objects] == [(o.x, o.y, o.size) for o in swapped.objects]
+    # Pixels: the colour at each object's centre follows the swap; the background is untouched.
+    assert centre_colours(world, _as_sample(probe.swapped_images, probe.swapped_scenes)) == [
+        [o.colour for o in s.objects] for s in probe.swapped_scenes
+    ]
+    assert torch.equal(probe.images[:, :, 0, 0], probe.swapped_images[:, :, 0, 0])
+
+
+def _as_sample(images, scenes):
+    from clipkit.data import ShapesSample
+
+    return ShapesSample(images=images, captions=[""] * len(images), scenes=scenes)
+
+
+def test_sample_is_a_dataset_for_loaders_and_subsets_stay_aligned(world):
+    sample = world.sample(10, seed=0)
+    images, captions = next(iter(make_loader(sample, batch_size=4)))
+    assert images.shape == (4, 3, 32, 32) and captions == sample.captions[:4]
+    part = sample.subset([7, 2])
+    assert part.captions == [sample.captions[7], sample.captions[2]]
+    assert part.scenes == [sample.scenes[7], sample.scenes[2]]
+    assert torch.equal(part.images[0], sample.images[7]) and part.pair_labels.tolist() == sample.pair_labels[[7, 2]].tolist()
