@@ -26,7 +26,32 @@ CI_PARAMETERS = json.loads((ROOT / "tests" / "notebook_params.json").read_text()
 # What each notebook must record, as (comparison, bound). Keys missing from a notebook's
 # metrics fail the test, so a renamed metric cannot silently stop being checked.
 METRIC_THRESHOLDS: dict[str, dict[str, tuple[str, float]]] = {
-    "00_welcome": {"datasets_shown": (">=", 1)},
+    "00_welcome": {"datasets_shown": (">=", 4)},
+    "01_data": {
+        "num_heldout_pairs": ("==", 8),
+        "heldout_pairs_in_train": ("==", 0),
+        "shapes_images_per_second": (">=", 1000),
+        "fashion_mnist_images": ("==", 60000),
+        "num_emoji_pairs": (">=", 1300),
+        "own_folder_pairs": ("==", 4),
+        "word_vocab_size": (">", 20),
+        "bpe_vocab_size": (">", 259),
+    },
+    "02_text_encoder": {
+        "inline_vs_clipkit_max_abs_diff": ("<=", 1e-5),
+        "causal_leak": ("<=", 1e-6),
+        "padding_change": ("<=", 1e-5),
+    },
+    "03_image_encoder": {
+        "cnn_inline_vs_clipkit_max_abs_diff": ("<=", 1e-5),
+        "vit_inline_vs_clipkit_max_abs_diff": ("<=", 1e-5),
+        "patches_per_image": (">=", 4),
+    },
+    "04_contrastive_loss": {
+        "open_clip_abs_diff": ("<=", 1e-6),
+        "loss_at_init_relative_to_ln_batch": ("<=", 0.25),
+        "temperature_gap": (">=", 1.0),
+    },
 }
 
 COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}

@@ -1,0 +1,90 @@
+"""Contrastive losses, as pure functions of the logits (no state, no modules).
+
+CLIP scores every image of a batch against every caption: `logits_per_image[i, j]` is the scaled
+cosine similarity of image i and caption j, and the training signal is "pick your own partner out
+of the batch", in both directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_square(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | None) -> None:
+    if logits_per_image.ndim != 2 or logits_per_image.shape[0] != logits_per_image.shape[1]:
+        raise ValueError(
+            f"expected square logits [batch, batch] (image i is paired with caption i), got {tuple(logits_per_image.shape)}: "
+            "encode the same number of images and captions, one caption per image"
+        )
+    if logits_per_text is not None and logits_per_text.shape != logits_per_image.shape:
+        raise ValueError(
+            f"logits_per_text has shape {tuple(logits_per_text.shape)} but logits_per_image has "
+            f"{tuple(logits_per_image.shape)}: pass the transpose, or leave logits_per_text out"
+        )
+
+
+def clip_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP's loss) for a batch of N matched pairs.
+
+        L = 1/2 [ -1/N sum_i log softmax_j(logits_per_image[i, :])[i]
+                  -1/N sum_j log softmax_i(logits_per_text[j, :])[j] ]
+
+    i.e. the mean of two cross-entropies whose target for row i is column i. `logits_per_text`
+    defaults to `logits_per_image.T` (they differ only when computed separately, as in open_clip).
+    At initialisation the logits are nearly equal, so each softmax is about uniform and the loss
+    is about ln N.
+    """
+    _check_square(logits_per_image, logits_per_text)
+    if logits_per_text is None:
+        logits_per_text = logits_per_image.T
+    targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets)) / 2
+
+
+def _group_ids(groups: torch.Tensor | Sequence, batch: int, name: str, index: dict, device: torch.device) -> torch.Tensor:
+    """Group labels as an integer tensor. Any hashable labels work (class names, caption strings);
+    `index` is shared between the image and text labels so equal labels get equal ids."""
+    if not isinstance(groups, torch.Tensor):
+        groups = torch.tensor([index.setdefault(label, len(index)) for label in groups], dtype=torch.long)
+    if groups.shape != (batch,):
+        raise ValueError(f"{name} has shape {tuple(groups.shape)}, expected ({batch},): give one group label per item")
+    return groups.to(device)
+
+
+def multi_positive_clip_loss(
+    logits_per_image: torch.Tensor,
+    image_groups: torch.Tensor | Sequence,
+    text_groups: torch.Tensor | Sequence | None = None,
+) -> torch.Tensor:
+    """CLIP's loss where every pair with equal group labels counts as a positive.
+
+    With a small vocabulary, two images in a batch often have the same caption (or class); plain
+    InfoNCE then pushes image i away from caption j even though it describes image i just as well
+    (a false negative). Here the target of each row is spread uniformly over its positives:
+
+        P[i, j] = [image_groups[i] == text_groups[j]]
+        L = 1/2 [ -1/N sum_i sum_j P[i, j] / sum_k P[i, k]  log softmax_j(logits[i, :])[j]
+                  -1/N sum_j sum_i P[i, j] / sum_k P[k, j]  log softmax_i(logits[:, j])[i] ]
+
+    `text_groups` defaults to `image_groups` (caption i belongs to image i's group). When all
+    labels are distinct, P is the identity and this equals `clip_loss`.
+    """
+    _check_square(logits_per_image, None)
+    batch = logits_per_image.shape[0]
+    device = logits_per_image.device
+    labels: dict = {}
+    image_groups = _group_ids(image_groups, batch, "image_groups", labels, device)
+    text_groups = image_groups if text_groups is None else _group_ids(text_groups, batch, "text_groups", labels, device)
+    positives = (image_groups[:, None] == text_groups[None, :]).to(logits_per_image.dtype)  # [N images, N texts]
+    per_image, per_text = positives.sum(dim=1, keepdim=True), positives.sum(dim=0, keepdim=True)
+    if bool((per_image == 0).any()) or bool((per_text == 0).any()):
+        raise ValueError(
+            "some images or captions have no positive in the batch: label caption j with the group of the image it "
+            "describes (with text_groups=None every item is its own pair's positive)"
+        )
+    image_to_text = F.cross_entropy(logits_per_image, positives / per_image)
+    text_to_image = F.cross_entropy(logits_per_image.T, (positives / per_text).T)
+    return (image_to_text + text_to_image) / 2

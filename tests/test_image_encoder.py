@@ -1,0 +1,79 @@
+"""The image towers: the ViT against a by-hand recomputation, the CNN's shapes and independence."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipkit.image_encoder import ConvEncoder, VisionTransformer, build_image_encoder
+from clipkit.model import VisionConfig
+
+
+def vit_config(**overrides) -> VisionConfig:
+    return VisionConfig(**{"kind": "vit", "image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "heads": 4, **overrides})
+
+
+def cnn_config(**overrides) -> VisionConfig:
+    return VisionConfig(**{"kind": "cnn", "image_size": 32, "cnn_channels": (8, 16, 32), "cnn_blocks": 1, **overrides})
+
+
+def test_vit_matches_a_recomputation_from_unfolded_patches():
+    torch.manual_seed(0)
+    vit = VisionTransformer(vit_config(), embed_dim=16).eval()
+    images = torch.randn(3, 3, 32, 32)
+    # Cut the image into 8x8 patches by hand, flatten each (channel-major like the conv kernel)
+    # and apply the patch embedding as a matrix.
+    patches = F.unfold(images, kernel_size=8, stride=8).transpose(1, 2)  # [B, 16 patches, 3 * 8 * 8]
+    tokens = patches @ vit.patch_embedding.weight.flatten(1).T  # [B, 16, width]
+    tokens = torch.cat([vit.class_embedding.expand(3, 1, -1), tokens], dim=1) + vit.positional_embedding
+    x = vit.ln_pre(tokens)
+    for block in vit.transformer.blocks:
+        x = block(x)
+    expected = vit.ln_post(x)[:, 0] @ vit.projection.weight.T
+    torch.testing.assert_close(vit(images), expected, atol=1e-5, rtol=1e-5)
+    assert vit.tokens(images).shape == (3, 1 + 16, 32)
+
+
+@pytest.mark.parametrize("config", [vit_config(), cnn_config(), cnn_config(image_size=64, cnn_stem_stride=2, cnn_blocks=2)])
+def test_each_image_is_encoded_independently_of_its_batch(config):
+    torch.manual_seed(0)
+    encoder = build_image_encoder(config, embed_dim=16).eval()
+    images = torch.randn(5, 3, config.image_size, config.image_size)
+    together = encoder(images)
+    assert together.shape == (5, 16)
+    alone = torch.cat([encoder(images[i : i + 1]) for i in range(5)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_cnn_halves_the_resolution_per_stage_and_pools_globally():
+    torch.manual_seed(0)
+    cnn = ConvEncoder(cnn_config(), embed_dim=16).eval()
+    images = torch.randn(2, 3, 32, 32)
+    maps = cnn.feature_maps(images)
+    assert maps.shape == (2, 32, 8, 8)  # stem keeps 32 px; stages 2 and 3 halve it
+    torch.testing.assert_close(cnn(images), maps.mean(dim=(2, 3)) @ cnn.projection.weight.T)
+
+
+def test_cnn_trains_every_parameter():
+    torch.manual_seed(0)
+    cnn = ConvEncoder(cnn_config(), embed_dim=16).train()
+    cnn(torch.randn(4, 3, 32, 32)).square().sum().backward()
+    missing = [name for name, p in cnn.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+@pytest.mark.parametrize("make", [lambda: VisionTransformer(vit_config(), 8), lambda: ConvEncoder(cnn_config(), 8)])
+def test_wrong_images_get_errors_that_name_the_fix(make):
+    encoder = make()
+    with pytest.raises(ValueError, match=r"\[batch, 3, 32, 32\].*preprocess"):
+        encoder(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="float images"):
+        encoder(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_bad_configs_are_refused_by_name():
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        VisionTransformer(vit_config(patch_size=5), 8)
+    with pytest.raises(ValueError, match="kind"):
+        build_image_encoder(vit_config(kind="mlp"), 8)
+    with pytest.raises(ValueError, match="cnn_channels"):
+        ConvEncoder(cnn_config(cnn_channels=()), 8)
