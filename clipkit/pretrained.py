@@ -1,0 +1,202 @@
+"""Pretrained open_clip models behind the clipkit model interface.
+
+`load_open_clip("ViT-B-32", pretrained="laion2b_s34b_b79k")` fetches real CLIP weights through
+open_clip (it caches them under ~/.cache/huggingface) and wraps the model so everything written for
+`MiniCLIP` works on it unchanged: `encode_image` / `encode_text`, `logit_scale`, `forward`,
+`tokenizer`, `preprocess`, `clipkit.model.embed_texts` / `embed_images`, the zero-shot and search
+helpers. `pretrained` may instead be a local weights file (`.safetensors`, `.bin`, `.pt`), which is
+how offline machines use it; `pretrained=None` gives a randomly initialised model (for tests and
+for looking at the architecture). `clipkit.interop.miniclip_from_openclip` goes one step further
+and copies the weights into the MiniCLIP a student built (`OpenCLIPModel.to_miniclip()`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clipkit.tokenizer import OpenCLIPTokenizer
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+MAX_LOGIT_SCALE = math.log(100)  # the clamp CLIP trained with, as in MiniCLIP
+
+
+class PretrainedWeightsUnavailableError(RuntimeError):
+    """open_clip could not fetch a pretrained tag's weights (offline, or the hub unreachable)."""
+
+
+class OpenCLIPModel(nn.Module):
+    """An open_clip CLIP wrapped in the clipkit model interface (see DEVELOPERS.md).
+
+    `model` is the open_clip module itself, for anything open_clip-specific; `name` and
+    `pretrained` record where the weights came from.
+    """
+
+    def __init__(self, model: nn.Module, name: str, pretrained: str | None = None):
+        super().__init__()
+        import open_clip
+
+        _require_clip_tokenizer(name)
+        self.model = model
+        self.name = name
+        self.pretrained = pretrained
+        self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
+        self.tokenizer = OpenCLIPTokenizer(context_length=int(model.context_length))
+        self.preprocess = open_clip.image_transform(
+            self.preprocess_cfg["size"],
+            is_train=False,
+            mean=self.preprocess_cfg["mean"],
+            std=self.preprocess_cfg["std"],
+            interpolation=self.preprocess_cfg.get("interpolation"),
+            resize_mode=self.preprocess_cfg.get("resize_mode"),
+        )
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, pretrained={self.pretrained!r}"
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        return self.model.logit_scale
+
+    @property
+    def image_size(self) -> int:
+        size = self.preprocess_cfg["size"]
+        return int(size if isinstance(size, int) else size[0])
+
+    @property
+    def image_mean(self) -> tuple[float, ...]:
+        return tuple(self.preprocess_cfg["mean"])
+
+    @property
+    def image_std(self) -> tuple[float, ...]:
+        return tuple(self.preprocess_cfg["std"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.visual.output_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return self.model.encode_image(images, normalize=normalize)
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return self.model.encode_text(tokens, normalize=normalize)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image_features = self.encode_image(images, normalize=True)
+        text_features = self.encode_text(tokens, normalize=True)
+        scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+        logits_per_image = (scale * image_features) @ text_features.T  # [B_images, B_texts]
+        if getattr(self.model, "logit_bias", None) is not None:  # SigLIP-style models add a learnt bias
+            logits_per_image = logits_per_image + self.model.logit_bias
+        return logits_per_image, logits_per_image.T
+
+    def to_miniclip(self):
+        """A `clipkit.model.MiniCLIP` with these weights (ViT towers only; see clipkit.interop)."""
+        from clipkit.interop import miniclip_from_openclip
+
+        return miniclip_from_openclip(self.model)
+
+
+def _require_clip_tokenizer(name: str) -> None:
+    """The wrapper speaks CLIP's BPE through OpenCLIPTokenizer; models with a Hugging Face text
+    tower (SigLIP, multilingual CLIPs) tokenize differently and are refused rather than mis-tokenized."""
+    import open_clip
+
+    config = open_clip.get_model_config(name) or {}
+    hf_tokenizer = (config.get("text_cfg") or {}).get("hf_tokenizer_name")
+    if hf_tokenizer:
+        raise ValueError(
+            f"{name!r} tokenizes with the Hugging Face tokenizer {hf_tokenizer!r}, which clipkit's interface does not "
+            "wrap; use a CLIP-tokenizer model (ViT-B-32, ViT-B-16, ViT-L-14, ...) or open_clip directly"
+        )
+
+
+def _check_model_name(name: str) -> None:
+    import open_clip
+
+    known = open_clip.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=5)
+        raise ValueError(
+            f"open_clip has no model called {name!r}"
+            + (f"; did you mean {close}?" if close else "")
+            + " open_clip.list_models() lists them all"
+        )
+
+
+def _looks_like_path(pretrained: str | os.PathLike) -> bool:
+    text = str(pretrained)
+    return isinstance(pretrained, os.PathLike) or os.sep in text or text.endswith(WEIGHT_SUFFIXES) or Path(text).exists()
+
+
+def _offline_hint(name: str, tag: str) -> str:
+    reason = "HF_HUB_OFFLINE=1 is set" if os.environ.get("HF_HUB_OFFLINE") == "1" else "the hub could not be reached"
+    return (
+        f"could not fetch the pretrained weights of {name!r} (tag {tag!r}): {reason}. On a machine with internet, "
+        f"load_open_clip({name!r}, pretrained={tag!r}) downloads and caches them; offline, copy the weights file "
+        f"(e.g. open_clip_pytorch_model.bin or a .safetensors) here and pass its path: "
+        f"load_open_clip({name!r}, pretrained='/path/to/weights.safetensors')"
+    )
+
+
+def load_open_clip(
+    name: str = "ViT-B-32",
+    pretrained: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    cache_dir: str | None = None,
+) -> OpenCLIPModel:
+    """An open_clip model as an `OpenCLIPModel`, in eval mode and float32.
+
+    - `pretrained=None`: random weights (nothing is downloaded);
+    - a tag such as "laion2b_s34b_b79k" or "openai" (`open_clip.list_pretrained_tags_by_model(name)`):
+      open_clip downloads the weights once; offline this raises `PretrainedWeightsUnavailableError`;
+    - a path to a weights file for architecture `name` (a state dict, as open_clip caches it).
+    """
+    import open_clip
+
+    _check_model_name(name)
+    _require_clip_tokenizer(name)
+    if pretrained is None:
+        model = open_clip.create_model(name, pretrained=None, device="cpu")
+    elif _looks_like_path(pretrained):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"weights file {path} does not exist; pass the path of an open_clip state dict for {name!r} "
+                f"({', '.join(WEIGHT_SUFFIXES)}) or a pretrained tag from open_clip.list_pretrained_tags_by_model({name!r})"
+            )
+        try:
+            model = open_clip.create_model(name, pretrained=str(path), device="cpu", weights_only=True)
+        except RuntimeError as error:  # load_state_dict's message names the mismatched keys
+            raise ValueError(f"{path} does not hold weights for open_clip's {name!r}: {error}".strip()[:2000]) from error
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            raise ValueError(f"{name!r} has no pretrained tag {pretrained!r}; open_clip knows {tags}, or pass a weights file path")
+        try:
+            model = open_clip.create_model(name, pretrained=pretrained, device="cpu", cache_dir=cache_dir, require_pretrained=True)
+        except (RuntimeError, OSError) as error:
+            raise PretrainedWeightsUnavailableError(_offline_hint(name, str(pretrained))) from error
+    wrapped = OpenCLIPModel(model.float(), name, None if pretrained is None else str(pretrained)).eval()
+    return wrapped.to(device) if device is not None else wrapped
+
+
+def openclip_state_dict_file(model: nn.Module | OpenCLIPModel, path: str | os.PathLike) -> Path:
+    """Save an open_clip model's weights as safetensors (what `load_open_clip(name, pretrained=path)` reads)."""
+    from safetensors.torch import save_file
+
+    inner = model.model if isinstance(model, OpenCLIPModel) else model
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.detach().contiguous().cpu() for key, value in inner.state_dict().items()}, str(path))
+    return path
+
