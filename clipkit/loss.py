@@ -88,3 +88,35 @@ def multi_positive_clip_loss(
     image_to_text = F.cross_entropy(logits_per_image, positives / per_image)
     text_to_image = F.cross_entropy(logits_per_image.T, (positives / per_text).T)
     return (image_to_text + text_to_image) / 2
+
+
+def clip_loss_with_positives(logits_per_image: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """CLIP's loss for any image-caption truth table, including captions that match no image.
+
+    `logits_per_image` is [N images, T captions] with T >= N allowed; `positives[i, j]` says caption
+    j describes image i. Extra columns with no positive are hard negatives (e.g. a caption with its
+    colours swapped): they compete in each image's softmax but have no image to pick themselves.
+
+        image -> text: every row, target uniform over its positives (each image needs one);
+        text -> image: the columns with at least one positive, target uniform over their images.
+
+    With `positives` the identity this is `clip_loss`; with equal-group masks it is
+    `multi_positive_clip_loss`.
+    """
+    if logits_per_image.ndim != 2 or positives.shape != logits_per_image.shape:
+        raise ValueError(
+            f"expected logits [images, captions] and a positives mask of the same shape, got "
+            f"{tuple(logits_per_image.shape)} and {tuple(positives.shape)}"
+        )
+    positives = positives.to(device=logits_per_image.device, dtype=logits_per_image.dtype)
+    per_image = positives.sum(dim=1, keepdim=True)
+    if bool((per_image == 0).any()):
+        raise ValueError(
+            "some images have no positive caption: every row of `positives` needs at least one True "
+            "(the caption of that image)"
+        )
+    image_to_text = F.cross_entropy(logits_per_image, positives / per_image)
+    described = positives.sum(dim=0) > 0  # captions that describe some image of the batch
+    columns = positives[:, described]  # [N, T'] with T' <= T
+    text_to_image = F.cross_entropy(logits_per_image[:, described].T, (columns / columns.sum(dim=0, keepdim=True)).T)
+    return (image_to_text + text_to_image) / 2

@@ -1,0 +1,220 @@
+"""The training loop: loss with hard negatives, schedule, resume, refusal, NaN handling, load_or_train."""
+
+import math
+import re
+
+import pytest
+import torch
+
+from clipkit.data.shapes import ShapesWorld
+from clipkit.loss import clip_loss, clip_loss_with_positives, multi_positive_clip_loss
+from clipkit.model import load_model
+from clipkit.train import (
+    PROFILES,
+    CheckpointMismatchError,
+    NonFiniteLossError,
+    TrainConfig,
+    build_model,
+    load_or_train,
+    parameter_groups,
+    read_train_state,
+    swap_colours,
+    train,
+    warmup_cosine,
+)
+
+TINY = {"steps": 12, "batch_size": 16, "warmup_steps": 2, "eval_size": 32, "lr": 3e-3}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """On a shared 2-core machine one thread is several times faster than two fighting for cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def naive_loss_with_positives(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Loops: each image averages -log p over its positive captions; each caption that describes
+    some image averages -log p over those images."""
+    rows, columns = logits.shape
+    image_to_text = sum(
+        -sum(torch.log_softmax(logits[i], 0)[j] for j in range(columns) if positives[i, j]) / int(positives[i].sum())
+        for i in range(rows)
+    ) / rows
+    described = [j for j in range(columns) if positives[:, j].any()]
+    text_to_image = sum(
+        -sum(torch.log_softmax(logits[:, j], 0)[i] for i in range(rows) if positives[i, j]) / int(positives[:, j].sum())
+        for j in described
+    ) / len(described)
+    return (image_to_text + text_to_image) / 2
+
+
+def test_loss_with_positives_matches_naive_loops_and_reduces_to_the_other_losses():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 9, generator=generator, dtype=torch.float64) * 3
+    groups = [0, 1, 0, 2, 1, 3]
+    positives = torch.zeros(6, 9, dtype=torch.bool)
+    positives[:, :6] = torch.tensor(groups)[:, None] == torch.tensor(groups)[None, :]
+    positives[5, 8] = True  # an extra caption true of one image; columns 6 and 7 are pure negatives
+    torch.testing.assert_close(clip_loss_with_positives(logits, positives), naive_loss_with_positives(logits, positives))
+    square = logits[:, :6]
+    torch.testing.assert_close(clip_loss_with_positives(square, torch.eye(6, dtype=torch.bool)), clip_loss(square))
+    torch.testing.assert_close(clip_loss_with_positives(square, positives[:, :6]), multi_positive_clip_loss(square, groups))
+    with pytest.raises(ValueError, match="no positive"):
+        clip_loss_with_positives(square, torch.zeros(6, 6, dtype=torch.bool))
+
+
+def test_swapped_captions_exchange_colours_and_keep_articles_right():
+    world = ShapesWorld()
+    sample = world.sample(200, seed=3, objects=2)
+    swapped = 0
+    for caption, scene in zip(sample.captions, sample.scenes):
+        result = swap_colours(caption, scene)
+        (colour_a, shape_a), (colour_b, shape_b) = scene.pairs
+        if colour_a == colour_b or shape_a == shape_b:
+            assert result is None
+            continue
+        swapped += 1
+        def words(text):
+            return sorted("a" if word == "an" else word for word in re.findall(r"\w+", text))
+
+        assert result != caption and words(result) == words(caption)
+        assert " a orange" not in result and " an red" not in result
+    assert swapped > 100
+    assert swap_colours("a red circle", world.sample(1, objects=1).scenes[0]) is None
+
+
+def test_schedule_warms_up_then_follows_a_cosine_and_decay_skips_norms_biases_and_scale():
+    assert warmup_cosine(0, 10, 110, 0.1) == pytest.approx(1e-3)
+    assert warmup_cosine(10, 10, 110, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(60, 10, 110, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert warmup_cosine(110, 10, 110, 0.1) == pytest.approx(0.1)
+    model, _ = build_model("ci")
+    decay, no_decay = parameter_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    exempt = {names[id(p)] for p in no_decay["params"]}
+    assert "logit_scale" in exempt and all(p.ndim >= 2 for p in decay["params"])
+    assert any(n.endswith(".bias") for n in exempt) and any("norm" in n or "bn" in n for n in exempt)
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_training_lowers_the_loss_and_records_history_and_checkpoint(tmp_path):
+    model, data = build_model("ci")
+    history = train(model, data, TrainConfig(**TINY, eval_every=6, log_every=3), out_dir=tmp_path, progress=False)
+    assert history["step"] == [3, 6, 9, 12] and history["eval_step"] == [6, 12]
+    assert history["loss"][-1] < math.log(TINY["batch_size"])
+    assert all(math.exp(-s) == pytest.approx(t) for s, t in zip(history["logit_scale"], history["temperature"]))
+    for key in ("eval/seen", "eval/heldout_vs_heldout", "eval/heldout_vs_all", "eval/text_to_image_r@1"):
+        assert len(history[key]) == 2 and 0 <= history[key][-1] <= 1
+    loaded = load_model(tmp_path)
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())
+    assert loaded.metadata["steps"] == 12 and loaded.metadata["finished"]
+    assert loaded.metadata["metrics"]["seen"] == history["eval/seen"][-1]
+    assert read_train_state(tmp_path)["step"] == 12
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    config = TrainConfig(**TINY, hard_negatives=True, attribute_weight=0.5)
+    whole, data = build_model("ci")
+    history = train(whole, data, config, out_dir=tmp_path / "whole", progress=False)
+
+    first, data = build_model("ci")
+    train(first, data, config, out_dir=tmp_path / "split", progress=False, until_step=5)
+    assert read_train_state(tmp_path / "split")["step"] == 5 and not read_train_state(tmp_path / "split")["finished"]
+    torch.manual_seed(123)  # the RNG state comes from the checkpoint, not from what happened since
+    second, data = build_model("ci", seed=99)  # other initial weights: the checkpoint's must replace them
+    resumed = train(second, data, config, out_dir=tmp_path / "split", progress=False)
+
+    for name, tensor in whole.state_dict().items():
+        torch.testing.assert_close(second.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert resumed["step"] == history["step"]
+    torch.testing.assert_close(torch.tensor(resumed["loss"]), torch.tensor(history["loss"]), rtol=1e-5, atol=1e-6)
+    for key in [k for k in history if k.startswith("eval/")]:
+        assert resumed[key][-1] == pytest.approx(history[key][-1], abs=1e-6), key
+
+
+@pytest.mark.slow  # forks a worker and trains twice
+def test_data_workers_draw_the_same_batches_as_the_loop():
+    config = TrainConfig(**{**TINY, "steps": 4, "log_every": 1})
+    inline, data = build_model("ci")
+    expected = train(inline, data, config, progress=False)
+    prefetched, data = build_model("ci")
+    got = train(prefetched, data, TrainConfig(**{**config.__dict__, "data_workers": 1}), progress=False)
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+
+
+def test_a_checkpoint_of_another_config_is_refused_naming_the_fields(tmp_path):
+    model, data = build_model("ci")
+    train(model, data, TrainConfig(**TINY), out_dir=tmp_path, progress=False, until_step=2)
+    other = dict(PROFILES["ci"], model={**PROFILES["ci"]["model"], "text": {"width": 64, "layers": 2}})
+    deeper, data = build_model(other)
+    with pytest.raises(CheckpointMismatchError, match=r"text\.layers"):
+        train(deeper, data, TrainConfig(**TINY), out_dir=tmp_path, progress=False)
+    model, data = build_model("ci")
+    with pytest.raises(CheckpointMismatchError, match=r"\blr\b.*resume=False"):
+        train(model, data, TrainConfig(**{**TINY, "lr": 1e-4}), out_dir=tmp_path, progress=False)
+    # Settings that do not change the weights, and resume=False, are fine.
+    train(model, data, TrainConfig(**TINY, eval_every=4, checkpoint_every=3), out_dir=tmp_path, progress=False, until_step=3)
+    train(deeper, data, TrainConfig(**TINY), out_dir=tmp_path, progress=False, resume=False, until_step=1)
+    assert read_train_state(tmp_path)["step"] == 1
+
+
+def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    model, data = build_model("ci")
+    calls = {"n": 0}
+    encode_image = model.encode_image
+
+    def poisoned(images, normalize=False):
+        calls["n"] += 1
+        features = encode_image(images, normalize)
+        return features * float("nan") if calls["n"] == 8 else features
+
+    model.encode_image = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"nan at step 7.*step 5\).*intact"):
+        train(model, data, TrainConfig(**TINY, checkpoint_every=5), out_dir=tmp_path, progress=False)
+    assert read_train_state(tmp_path)["step"] == 5
+    saved = load_model(tmp_path)
+    assert all(torch.isfinite(t).all() for t in saved.state_dict().values() if t.is_floating_point())
+
+
+def test_load_or_train_trains_once_then_loads_and_refuses_another_profile(tmp_path):
+    model = load_or_train("ci", out_dir=tmp_path, steps=4, device="cpu", progress=False)
+    assert model.metadata["profile"] == "ci" and model.metadata["steps"] == 4
+    modified = (tmp_path / "model.safetensors").stat().st_mtime_ns
+    again = load_or_train("ci", out_dir=tmp_path, steps=8, device="cpu", progress=False)  # steps only for training
+    assert (tmp_path / "model.safetensors").stat().st_mtime_ns == modified
+    torch.testing.assert_close(again.state_dict(), model.state_dict())
+    with pytest.raises(CheckpointMismatchError, match="profile 'ci'"):
+        load_or_train("cpu", out_dir=tmp_path, device="cpu", progress=False)
+
+
+def test_default_folders_differ_per_seed(tmp_path, monkeypatch):
+    from clipkit.train import default_out_dir
+
+    monkeypatch.setenv("CLIPKIT_CHECKPOINT_DIR", str(tmp_path))
+    assert default_out_dir(0) == tmp_path / "mini-clip"
+    assert default_out_dir(1) == tmp_path / "mini-clip-seed1"
+
+
+@pytest.mark.slow
+def test_compiled_towers_train_like_eager_ones(tmp_path):
+    eager, data = build_model("ci")
+    compiled, _ = build_model("ci")
+    config = TrainConfig(**{**TINY, "steps": 4, "augment": False})
+    expected = train(eager, data, config, progress=False)
+    got = train(compiled, data, TrainConfig(**{**config.__dict__, "compile": True}), progress=False)
+    torch.testing.assert_close(torch.tensor(got["loss"]), torch.tensor(expected["loss"]), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_training_on_cuda_learns_and_saves_fp32_weights(tmp_path):
+    model, data = build_model("ci")
+    model = model.cuda()
+    config = TrainConfig(**{**TINY, "steps": 40, "batch_size": 64, "log_every": 5, "data_workers": 2})
+    history = train(model, data, config, out_dir=tmp_path, progress=False)
+    assert history["loss"][-1] < history["loss"][0] and all(math.isfinite(v) for v in history["loss"])
+    saved = load_model(tmp_path, device="cuda")
+    assert all(t.dtype == torch.float32 for t in saved.state_dict().values() if t.is_floating_point())
+    assert saved.metadata["metrics"]["heldout_vs_heldout"] >= 0

@@ -1,0 +1,55 @@
+"""The command line: help, and a run killed with SIGKILL that resumes from its last checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clipkit.model import load_model
+from clipkit.train import main, read_train_state
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_names_the_flags_and_profiles(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--profile", "--preset", "--data", "--steps", "--out", "--no-resume", "torchrun", "ci", "gpu"):
+        assert flag in text
+
+
+def test_bad_data_spec_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="'shapes', 'fashion'"):
+        main(["--profile", "ci", "--data", "pictures", "--out", str(tmp_path), "--no-progress"])
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
+    command = [sys.executable, "-m", "clipkit.train", "--profile", "ci", "--steps", "150", "--batch-size", "16",
+               "--checkpoint-every", "10", "--out", str(tmp_path), "--no-progress", "--device", "cpu"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while read_train_state(tmp_path) is None and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed; give it more steps"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = read_train_state(tmp_path)["step"]
+    assert 10 <= killed_at < 150 and killed_at % 10 == 0
+
+    resumed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from step {killed_at}" in resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == 150
+    state = read_train_state(tmp_path)
+    assert state["finished"] and state["step"] == 150
+    assert state["history"]["step"] == list(range(10, 151, 10)), "the history runs on without gaps or repeats"
+    assert load_model(tmp_path).metadata["steps"] == 150
