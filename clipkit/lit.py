@@ -378,14 +378,14 @@ def save_lit(model: LiTModel, folder: str | Path, metadata: dict[str, Any] | Non
     tower is not copied: the config names where it loads from."""
     from safetensors.torch import save_file
 
-    from clipkit.model import _atomic_write
+    from clipkit.checkpoint import atomic_write
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     document = {"format": CHECKPOINT_FORMAT, "config": json.loads(json.dumps(asdict(model.config))), "metadata": metadata or {}}
-    _atomic_write(folder / "model.safetensors", lambda path: save_file(tensors, path))
-    _atomic_write(folder / "config.json", lambda path: Path(path).write_text(json.dumps(document, indent=2) + "\n"))
+    atomic_write(folder / "model.safetensors", lambda path: save_file(tensors, path))
+    atomic_write(folder / "config.json", lambda path: Path(path).write_text(json.dumps(document, indent=2) + "\n"))
     return folder
 
 

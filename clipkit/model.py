@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipkit.checkpoint import atomic_write
 from clipkit.data.transforms import OPENAI_MEAN, OPENAI_STD
 from clipkit.image_encoder import build_image_encoder
 from clipkit.text_encoder import TextEncoder
@@ -317,18 +316,6 @@ def embed_images(model: nn.Module, images, batch_size: int = 256) -> torch.Tenso
     return _embed_in_batches(model, images, batch_size, encode)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 def save_model(model: MiniCLIP, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write `model.safetensors` + `config.json` into `folder` (created if needed)."""
     from safetensors.torch import save_file
@@ -337,8 +324,8 @@ def save_model(model: MiniCLIP, folder: str | Path, metadata: dict[str, Any] | N
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     document = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "metadata": metadata or {}}
-    _atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(tensors, path))
-    _atomic_write(folder / CONFIG_FILE, lambda path: Path(path).write_text(json.dumps(document, indent=2) + "\n"))
+    atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(tensors, path))
+    atomic_write(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
     return folder
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from clipkit.checkpoint import atomic_write
 
 INDEX_FORMAT = "clipkit.search.EmbeddingIndex"
 FORMAT_VERSION = 1
@@ -124,16 +125,6 @@ def _import_faiss():
             "or use the default backend='torch', which gives the same exact results."
         ) from error
     return faiss
-
-
-def _write_atomically(path: Path, write) -> None:
-    """Write through a temporary file and rename, so a crash never leaves half a file behind."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def exact_top_k(
@@ -292,8 +283,8 @@ class EmbeddingIndex:
             "items": self.items,
         }
         tensors = {"embeddings": self.embeddings.detach().cpu().contiguous()}
-        _write_atomically(folder / EMBEDDINGS_FILE, lambda path: save_file(tensors, str(path)))
-        _write_atomically(folder / METADATA_FILE, lambda path: path.write_text(json.dumps(metadata)))
+        atomic_write(folder / EMBEDDINGS_FILE, lambda path: save_file(tensors, str(path)))
+        atomic_write(folder / METADATA_FILE, lambda path: path.write_text(json.dumps(metadata)))
         return folder
 
     @classmethod

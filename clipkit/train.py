@@ -1,16 +1,13 @@
-"""Training a mini-CLIP: data on the fly, the loop, checkpoints, profiles, DDP and the command line.
+"""Training a mini-CLIP: the step, the optimizer, the loop, profiles, DDP and the command line.
 
 The loop only needs the clipkit model interface (`encode_image`, `encode_text`, `logit_scale`,
 `tokenizer`, `image_size`/`image_mean`/`image_std`), so it trains `MiniCLIP` and any model built
-the same way. One step: a batch that depends only on (seed, step), both towers, features gathered
-across processes with their gradients (so the loss sees the global batch), a contrastive loss,
-AdamW with warmup then cosine, gradient clipping, and the logit-scale clamp.
+the same way. One step: a batch that depends only on (seed, step) (`clipkit.data.stream`), both
+towers, features gathered across processes with their gradients (so the loss sees the global
+batch), a contrastive loss, AdamW with warmup then cosine, gradient clipping, and the logit-scale
+clamp.
 
-A checkpoint is a folder: `model.safetensors` + `config.json` (what `clipkit.model.load_model`
-reads) and `train_state.safetensors` + `train_state.json` (optimizer, step, RNG, train config,
-history). `train_state.safetensors` also holds the weights and, in its header, the whole training
-state, and is renamed into place in one step: whenever the process dies, the folder holds one
-consistent checkpoint to resume from.
+Checkpoints and exact resuming live in `clipkit.checkpoint` (its docstring describes the folder).
 
     python -m clipkit.train --profile cpu --out runs/mini-clip
     torchrun --nproc_per_node=2 -m clipkit.train --profile ci --out runs/ddp
@@ -19,14 +16,12 @@ consistent checkpoint to resume from.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import math
 import os
-import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,10 +30,28 @@ import numpy as np
 import torch
 from torch import nn
 
+from clipkit.checkpoint import (
+    CheckpointMismatchError,
+    check_resumable,
+    read_train_state,
+    restore_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+# ShapesSource and swap_colours are only re-exported: code written before the split imports them from here.
+from clipkit.data.stream import (  # noqa: F401
+    Batch,
+    ShapesSource,
+    TrainingData,
+    as_training_data,
+    build_data,
+    step_batches,
+    swap_colours,
+)
 from clipkit.loss import clip_loss_with_positives
+from clipkit.viz import plot_history  # noqa: F401  (notebook 05 imports it from here)
 
-TRAIN_STATE_FILE = "train_state.safetensors"
-TRAIN_STATE_JSON = "train_state.json"
 LOSSES = ("clip", "multi_positive")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -120,257 +133,6 @@ PROFILES: dict[str, dict[str, Any]] = {
                   "eval_size": 512, "attribute_weight": 1.0, "data_workers": 6, "time_limit_seconds": 120.0},
     },
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# Data: batches that depend only on (seed, step)
-
-
-@dataclass
-class Batch:
-    images: torch.Tensor  # uint8 [B, 3, S, S] at the model's image size
-    captions: list[str]  # caption i describes image i
-    groups: list  # hashable labels: captions of equal groups describe each other's images
-    hard_negatives: list[str] = field(default_factory=list)  # captions true of no image in the batch
-    attribute_texts: list[str] = field(default_factory=list)  # single-attribute texts ("something red")
-    attribute_positives: torch.Tensor | None = None  # bool [B, K]: attribute text k is true of image i
-
-
-class ShapesSource:
-    """Fresh shapes-world batches from the train split: held-out colour-shape pairs never appear."""
-
-    name = "shapes"
-
-    def __init__(self, image_size: int = 32, world=None, **config: Any):
-        from clipkit.data.shapes import ShapesConfig, ShapesWorld
-
-        self.world = world or ShapesWorld(ShapesConfig(image_size=image_size, **config))
-        self.spec = {"image_size": self.world.config.image_size, **config}
-        self.attribute_texts = [f"something {c}" for c in self.world.colours] + [
-            _with_article(f"a {s}") for s in self.world.shapes
-        ]
-
-    def batch(self, size: int, seed: int, step: int, hard_negatives: bool, attributes: bool) -> Batch:
-        # `sample` with seed [seed, step] draws exactly what `ShapesWorld.batches(seed)` yields at `step`.
-        sample = self.world.sample(size, seed=[seed, step])
-        batch = Batch(sample.images, sample.captions, [caption.lower() for caption in sample.captions])
-        if hard_negatives:
-            batch.hard_negatives = [
-                swapped for caption, scene in zip(sample.captions, sample.scenes)
-                if (swapped := swap_colours(caption, scene)) is not None
-            ]
-        if attributes:
-            colours, shapes = list(self.world.colours), list(self.world.shapes)
-            truth = torch.zeros(size, len(colours) + len(shapes), dtype=torch.bool)
-            for row, scene in enumerate(sample.scenes):
-                for colour, shape in scene.pairs:
-                    truth[row, colours.index(colour)] = truth[row, len(colours) + shapes.index(shape)] = True
-            batch.attribute_texts, batch.attribute_positives = list(self.attribute_texts), truth
-        return batch
-
-    def vocabulary(self) -> list[str]:
-        from clipkit.zeroshot import TEMPLATES, class_prompts
-
-        captions = self.world.sample(4000, seed=12345, split="all").captions
-        prompts = [p for t in TEMPLATES["shapes"] for p in class_prompts(self.world.class_names, t)]
-        return captions + prompts + self.attribute_texts
-
-    @torch.no_grad()
-    def evaluate(self, model, size: int) -> dict[str, float]:
-        from clipkit.model import embed_images, embed_texts
-        from clipkit.search import retrieval_recall
-        from clipkit.zeroshot import compositional_zeroshot
-
-        scores = compositional_zeroshot(model, self.world, n=size, seed=1000)
-        sample = self.world.sample(size, seed=2000, split="train")
-        recall = retrieval_recall(
-            embed_images(model, sample.images), embed_texts(model, sample.captions), torch.arange(size)
-        )
-        return {**scores, **{key.replace("_recall", "_r"): value for key, value in recall.items()}}
-
-
-class CaptionedSource:
-    """A captioned image set held in memory (Fashion-MNIST by default), shuffled anew each epoch."""
-
-    def __init__(self, image_size: int, dataset=None, eval_dataset=None, templates=None, name: str = "fashion"):
-        from clipkit.data.transforms import resize_images
-
-        if dataset is None:
-            from clipkit.data import load_fashion_mnist
-            from clipkit.zeroshot import TEMPLATES
-
-            dataset, eval_dataset = load_fashion_mnist("train"), load_fashion_mnist("test")
-            templates = TEMPLATES["fashion-mnist"]
-        self.name, self.spec = name, {"images": len(dataset)}
-        self.dataset, self.eval_dataset, self.templates = dataset, eval_dataset, tuple(templates or ("a {}",))
-        # Resized once to the model's size (and kept one channel when grey): batches are then slices.
-        grey = dataset.images[:, :1] if bool((dataset.images[:, :1] == dataset.images).all()) else dataset.images
-        chunks = [
-            (resize_images(chunk.float() / 255, image_size) * 255).round().to(torch.uint8)
-            for chunk in grey.split(4096)
-        ]
-        self.images = torch.cat(chunks)
-
-    def batch(self, size: int, seed: int, step: int, hard_negatives: bool, attributes: bool) -> Batch:
-        count = len(self.images)
-        first, last = step * size, (step + 1) * size  # positions in an endless sequence of epochs
-        rows = torch.cat([
-            torch.randperm(count, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-            for epoch in range(first // count, (last - 1) // count + 1)
-        ])[first - (first // count) * count:][:size]
-        captions = [self.dataset.captions[i] for i in rows.tolist()]
-        labels = self.dataset.labels[rows].tolist() if self.dataset.labels is not None else captions
-        groups = [(self.name, label) for label in labels]  # any caption of a class describes any of its images
-        return Batch(self.images[rows].expand(-1, 3, -1, -1), captions, groups)
-
-    def vocabulary(self) -> list[str]:
-        from clipkit.zeroshot import class_prompts
-
-        names = self.dataset.class_names or []
-        return list(self.dataset.captions) + [p for t in self.templates for p in class_prompts(names, t)]
-
-    @torch.no_grad()
-    def evaluate(self, model, size: int) -> dict[str, float]:
-        from clipkit.zeroshot import evaluate_zeroshot
-
-        if self.eval_dataset is None or self.eval_dataset.labels is None:
-            return {}
-        report = evaluate_zeroshot(
-            model, self.eval_dataset.images, self.eval_dataset.labels, self.eval_dataset.class_names, self.templates
-        )
-        return {f"{self.name}_top1": report.top1}
-
-
-class TrainingData:
-    """One or more sources; each step's global batch is split between them in proportion to `weights`."""
-
-    def __init__(self, sources: list, weights: list[float] | None = None, spec: dict | None = None):
-        if not sources:
-            raise ValueError("no data sources: give a spec such as {'shapes': {'image_size': 32}}")
-        self.sources = list(sources)
-        self.weights = list(weights or [1.0] * len(sources))
-        self.spec = spec or {source.name: getattr(source, "spec", {}) for source in self.sources}
-
-    def batch(self, size: int, seed: int, step: int, hard_negatives: bool = False, attributes: bool = False) -> Batch:
-        counts = _split_sizes(size, self.weights)
-        parts = [
-            source.batch(count, seed + 7919 * index, step, hard_negatives, attributes)
-            for index, (source, count) in enumerate(zip(self.sources, counts)) if count
-        ]
-        if len(parts) == 1:
-            return parts[0]
-        texts = sorted({text for part in parts for text in part.attribute_texts})
-        truth = torch.zeros(size, len(texts), dtype=torch.bool)
-        row = 0
-        for part in parts:
-            for column, text in enumerate(part.attribute_texts):
-                truth[row : row + len(part.captions), texts.index(text)] = part.attribute_positives[:, column]
-            row += len(part.captions)
-        return Batch(
-            torch.cat([part.images for part in parts]),
-            [c for part in parts for c in part.captions],
-            [g for part in parts for g in part.groups],
-            [n for part in parts for n in part.hard_negatives],
-            texts,
-            truth if texts else None,
-        )
-
-    def vocabulary(self) -> list[str]:
-        return [text for source in self.sources for text in source.vocabulary()]
-
-    def evaluate(self, model, size: int) -> dict[str, float]:
-        return {key: value for source in self.sources for key, value in source.evaluate(model, size).items()}
-
-
-class _StepBatches(torch.utils.data.Dataset):
-    """Item k is the batch of step k, so DataLoader workers can draw batches ahead in any order."""
-
-    def __init__(self, data: TrainingData, config: TrainConfig):
-        self.data, self.config = data, config
-
-    def __len__(self) -> int:
-        return self.config.steps
-
-    def __getitem__(self, step: int) -> Batch:
-        c = self.config
-        return self.data.batch(c.batch_size, c.seed, step, c.hard_negatives, c.attribute_weight > 0)
-
-
-def _batches(data: TrainingData, config: TrainConfig, start: int, stop: int):
-    dataset = _StepBatches(data, config)
-    if config.data_workers == 0:
-        return (dataset[step] for step in range(start, stop))
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, sampler=range(start, stop), num_workers=config.data_workers, prefetch_factor=4
-    )
-    return iter(loader)
-
-
-def _split_sizes(total: int, weights: list[float]) -> list[int]:
-    sizes = [int(total * w / sum(weights)) for w in weights]
-    sizes[0] += total - sum(sizes)
-    return sizes
-
-
-def build_data(spec: str | dict | TrainingData, image_size: int | None = None) -> TrainingData:
-    """A `TrainingData` from a spec: {"shapes": {...ShapesConfig fields}, "fashion": {}}, or the
-    strings "shapes", "fashion", "shapes+fashion". `image_size` (the model's) overrides the shapes'."""
-    if isinstance(spec, TrainingData):
-        return spec
-    if isinstance(spec, str):
-        names = spec.split("+")
-        unknown = [name for name in names if name not in ("shapes", "fashion")]
-        if unknown:
-            raise ValueError(f"unknown data {unknown}: use 'shapes', 'fashion' or 'shapes+fashion'")
-        spec = {name: {} for name in names}
-    spec = json.loads(json.dumps(spec))
-    sources = []
-    for name, options in spec.items():
-        if name == "shapes":
-            if image_size is not None:
-                options["image_size"] = image_size
-            sources.append(ShapesSource(**options))
-        elif name == "fashion":
-            sources.append(CaptionedSource(image_size or 32, **options))
-        else:
-            raise ValueError(f"unknown data source {name!r} in the spec: use 'shapes' or 'fashion'")
-    return TrainingData(sources, spec=spec)
-
-
-def _as_training_data(data, image_size: int) -> TrainingData:
-    from clipkit.data.shapes import ShapesWorld
-    from clipkit.data.transforms import CaptionedImages
-
-    if isinstance(data, ShapesWorld):
-        return TrainingData([ShapesSource(world=data)])
-    if isinstance(data, CaptionedImages):
-        return TrainingData([CaptionedSource(image_size, data, None, name="captioned")], spec={"captioned": len(data)})
-    return build_data(data, image_size)
-
-
-def _with_article(text: str) -> str:
-    """"a"/"an" made right for the word that follows, whichever was written."""
-    import re
-
-    from clipkit.data.shapes import with_articles
-
-    return with_articles(re.sub(r"\ban\b", "a", text))
-
-
-def swap_colours(caption: str, scene) -> str | None:
-    """The caption with its two objects' colours exchanged ("a red circle and a blue square" ->
-    "a blue circle and a red square"), or None when that would not make it false (one object, or
-    equal colours or shapes)."""
-    import re
-
-    if len(scene.objects) != 2:
-        return None
-    (colour_a, shape_a), (colour_b, shape_b) = scene.pairs
-    if colour_a == colour_b or shape_a == shape_b:
-        return None
-    words = {colour_a: colour_b, colour_b: colour_a}
-    swapped = re.sub(rf"\b({colour_a}|{colour_b})\b", lambda match: words[match.group(1)], caption)
-    return _with_article(swapped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,127 +275,11 @@ def build_optimizer(model: nn.Module, config: TrainConfig):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint in out_dir was written by another model or training config."""
+# The loop
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
-
-
-def _encode_bytes(tensor: torch.Tensor) -> str:
-    return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
-
-
-def _decode_bytes(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
-
-
-def rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
-    state = {
-        "python": _jsonable(random.getstate()),
-        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-        "torch": _encode_bytes(torch.get_rng_state()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [_encode_bytes(s) for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_tuples(state["python"]))
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(_decode_bytes(state["torch"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([_decode_bytes(s) for s in state["cuda"]])
-
-
-def _jsonable(value):
-    return [_jsonable(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def save_checkpoint(folder, model, optimizer, state: dict[str, Any], metadata: dict[str, Any]) -> Path:
-    """Write the training state (one atomic file), then `model.safetensors` + `config.json`."""
-    from safetensors.torch import save_file
-
-    from clipkit.model import _atomic_write, save_model
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    optimizer_state = optimizer.state_dict()
-    for index, values in optimizer_state["state"].items():
-        for key, value in values.items():
-            tensors[f"optimizer.{index}.{key}"] = value.detach().contiguous().cpu()
-    state = {**state, "optimizer": {"param_groups": optimizer_state["param_groups"], "keys": {
-        str(index): sorted(values) for index, values in optimizer_state["state"].items()}}}
-    header = {"train_state": json.dumps(state)}
-    _atomic_write(folder / TRAIN_STATE_FILE, lambda path: save_file(tensors, path, metadata=header))
-    _atomic_write(folder / TRAIN_STATE_JSON, lambda path: Path(path).write_text(json.dumps(state, indent=1) + "\n"))
-    save_model(model, folder, metadata)
-    return folder
-
-
-def read_train_state(folder) -> dict[str, Any] | None:
-    """The training state saved in `folder` (from the safetensors header), or None if there is none."""
-    from safetensors import safe_open
-
-    path = Path(folder) / TRAIN_STATE_FILE
-    if not path.exists():
-        return None
-    with safe_open(str(path), framework="pt") as handle:
-        return json.loads(handle.metadata()["train_state"])
-
-
-def _restore(folder, model, optimizer, state) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(Path(folder) / TRAIN_STATE_FILE))
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    saved = state["optimizer"]
-    optimizer.load_state_dict({
-        "param_groups": saved["param_groups"],
-        "state": {int(i): {key: tensors[f"optimizer.{i}.{key}"] for key in keys} for i, keys in saved["keys"].items()},
-    })
-
-
-def _check_resumable(model, config: TrainConfig, data_spec, state: dict[str, Any], folder) -> None:
-    from clipkit.model import CLIPConfig, config_diff
-
-    problems = []
-    if hasattr(model, "config") and "model_config" in state:
-        differing = config_diff(model.config, CLIPConfig.from_dict(state["model_config"]))
-        problems += [f"model config field {name}" for name in differing]
-    saved = state["train_config"]
-    mine = asdict(config)
-    problems += [
-        f"train config field {name} ({saved.get(name)!r} saved, {mine[name]!r} now)"
-        for name in mine if name not in RESUME_FREE_FIELDS and _plain(saved.get(name)) != _plain(mine[name])
-    ]
-    if _plain(state.get("data")) != _plain(data_spec):
-        problems.append(f"data ({state.get('data')} saved, {data_spec} now)")
-    if problems:
-        raise CheckpointMismatchError(
-            f"the checkpoint in {folder} was written by another run; these differ: {'; '.join(problems)}. "
-            "Train into a new out_dir, pass resume=False (--no-resume) to start over there, or use the saved settings."
-        )
-
-
-def _plain(value):
-    return json.loads(json.dumps(value))
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop
 
 
 def _autocast(device: torch.device, precision: str):
@@ -686,14 +332,14 @@ def train(
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must divide evenly over {world} processes")
     device = next(model.parameters()).device
-    data = _as_training_data(data, model.image_size)
+    data = as_training_data(data, model.image_size)
     optimizer, scheduler = build_optimizer(model, config)
     history, step, train_seconds = _new_history(), 0, 0.0
     out_dir = Path(out_dir) if out_dir is not None else None
     state = read_train_state(out_dir) if out_dir is not None and resume else None
     if state is not None:
-        _check_resumable(model, config, data.spec, state, out_dir)
-        _restore(out_dir, model, optimizer, state)
+        check_resumable(model, config, data.spec, state, out_dir, RESUME_FREE_FIELDS)
+        restore_checkpoint(out_dir, model, optimizer, state)
         scheduler.last_epoch = step = state["step"]
         history, train_seconds = state["history"], state["train_seconds"]
         set_rng_state(state["rng"])
@@ -720,7 +366,8 @@ def train(
         save_checkpoint(out_dir, model, optimizer, record, card)
 
     window_start, window_images = time.perf_counter(), 0
-    batches = _batches(data, config, step, stop)
+    batches = step_batches(data, config.batch_size, config.seed, step, stop, config.hard_negatives,
+                           config.attribute_weight > 0, config.data_workers)
     def ensure_finite(loss: torch.Tensor, at_step: int) -> None:
         if bool(torch.isfinite(loss)):
             return
@@ -811,27 +458,6 @@ def _out_of_time(train_seconds: float, limit: float | None) -> bool:
 def _mix(*numbers: int) -> int:
     """A seed from several integers (numpy's SeedSequence), so (seed, step) pairs never collide."""
     return int(np.random.SeedSequence(list(numbers)).generate_state(1, dtype=np.uint64)[0] % 2**63)
-
-
-def plot_history(history: dict[str, list], keys=None):
-    """Loss, in-batch accuracy, temperature and the evaluation metrics against the step; returns the Figure."""
-    import matplotlib.pyplot as plt
-
-    keys = keys or ["loss", "accuracy", "temperature"] + [k for k in history if k.startswith("eval/") and "gamma" not in k]
-    keys = [k for k in keys if history.get(k)]
-    columns = min(4, len(keys))
-    rows = -(-len(keys) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
-    for axis in axes.flat[len(keys):]:
-        axis.axis("off")
-    for axis, key in zip(axes.flat, keys):
-        xs = history["eval_step"] if key.startswith("eval/") else history["step"]
-        axis.plot(xs[-len(history[key]):], history[key], marker="o" if key.startswith("eval/") else None)
-        axis.set_title(key.removeprefix("eval/"), fontsize=9)
-        axis.set_xlabel("step", fontsize=8)
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    return figure
 
 
 # ---------------------------------------------------------------------------------------------

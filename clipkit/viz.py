@@ -57,18 +57,26 @@ def image_grid(
     return figure
 
 
-def plot_history(history: dict[str, Sequence[float]], x_key: str = "step", keys: Sequence[str] | None = None):
-    """One small panel per recorded series (loss, accuracy, temperature...) against `x_key`."""
+def plot_history(history: dict[str, Sequence[float]], keys: Sequence[str] | None = None):
+    """One small panel per recorded series against the training step; returns the Figure.
+
+    Keys starting with "eval/" are plotted against `history["eval_step"]` (evaluations are sparser
+    than the loss log); by default: loss, in-batch accuracy, temperature and every eval metric.
+    """
     import matplotlib.pyplot as plt
 
-    keys = [k for k in (keys or history) if k != x_key and len(history[k])]
-    figure, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
+    keys = keys or ["loss", "accuracy", "temperature"] + [k for k in history if k.startswith("eval/") and "gamma" not in k]
+    keys = [k for k in keys if history.get(k)]
+    columns = min(4, len(keys))
+    rows = -(-len(keys) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for axis in axes.flat[len(keys):]:
+        axis.axis("off")
     for axis, key in zip(axes.flat, keys):
-        values = history[key]
-        xs = history.get(x_key, range(len(values)))
-        axis.plot(list(xs)[-len(values):], values)
-        axis.set_title(key, fontsize=9)
-        axis.set_xlabel(x_key, fontsize=8)
+        xs = history["eval_step"] if key.startswith("eval/") else history["step"]
+        axis.plot(xs[-len(history[key]):], history[key], marker="o" if key.startswith("eval/") else None)
+        axis.set_title(key.removeprefix("eval/"), fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure

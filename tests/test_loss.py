@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipkit.loss import clip_loss, multi_positive_clip_loss
+from clipkit.loss import clip_loss, clip_loss_with_positives, multi_positive_clip_loss
 
 
 def features(batch: int, dim: int = 16, seed: int = 0):
@@ -107,3 +107,34 @@ def test_losses_refuse_bad_input_by_name():
         multi_positive_clip_loss(torch.zeros(3, 3), [0, 1])
     with pytest.raises(ValueError, match="no positive"):
         multi_positive_clip_loss(torch.zeros(3, 3), [0, 1, 2], [0, 1, 1])
+
+
+def naive_loss_with_positives(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Loops: each image averages -log p over its positive captions; each caption that describes
+    some image averages -log p over those images."""
+    rows, columns = logits.shape
+    image_to_text = sum(
+        -sum(torch.log_softmax(logits[i], 0)[j] for j in range(columns) if positives[i, j]) / int(positives[i].sum())
+        for i in range(rows)
+    ) / rows
+    described = [j for j in range(columns) if positives[:, j].any()]
+    text_to_image = sum(
+        -sum(torch.log_softmax(logits[:, j], 0)[i] for i in range(rows) if positives[i, j]) / int(positives[:, j].sum())
+        for j in described
+    ) / len(described)
+    return (image_to_text + text_to_image) / 2
+
+
+def test_loss_with_positives_matches_naive_loops_and_reduces_to_the_other_losses():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 9, generator=generator, dtype=torch.float64) * 3
+    groups = [0, 1, 0, 2, 1, 3]
+    positives = torch.zeros(6, 9, dtype=torch.bool)
+    positives[:, :6] = torch.tensor(groups)[:, None] == torch.tensor(groups)[None, :]
+    positives[5, 8] = True  # an extra caption true of one image; columns 6 and 7 are pure negatives
+    torch.testing.assert_close(clip_loss_with_positives(logits, positives), naive_loss_with_positives(logits, positives))
+    square = logits[:, :6]
+    torch.testing.assert_close(clip_loss_with_positives(square, torch.eye(6, dtype=torch.bool)), clip_loss(square))
+    torch.testing.assert_close(clip_loss_with_positives(square, positives[:, :6]), multi_positive_clip_loss(square, groups))
+    with pytest.raises(ValueError, match="no positive"):
+        clip_loss_with_positives(square, torch.zeros(6, 6, dtype=torch.bool))

@@ -4,7 +4,8 @@
 - `fashion`: Fashion-MNIST with captions from templates;
 - `emoji`: emoji rendered from Noto Color Emoji, captioned with their Unicode names;
 - `files`: your own images, from a CSV (open_clip's layout) or a folder with .txt captions;
-- `transforms`: preprocessing to model input, augmentation, in-memory data sets and loaders.
+- `transforms`: preprocessing to model input, augmentation, in-memory data sets and loaders;
+- `stream`: the training-data stream, batches that depend only on (seed, step), mixed from sources.
 """
 
 from clipkit.data.emoji import EmojiFontNotFoundError, EmojiSet, load_emoji
@@ -28,6 +29,7 @@ from clipkit.data.shapes import (
     ShapesWorld,
     class_prompt,
 )
+from clipkit.data.stream import TrainingData, build_data
 from clipkit.data.transforms import (
     OPENAI_MEAN,
     OPENAI_STD,
@@ -59,7 +61,9 @@ __all__ = [
     "ShapesSample",
     "ShapesWorld",
     "SkippedItemsWarning",
+    "TrainingData",
     "augment_shapes_batch",
+    "build_data",
     "build_transform",
     "class_prompt",
     "images_to_model_input",

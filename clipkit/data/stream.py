@@ -1,0 +1,272 @@
+"""The training-data stream: the batch of every step depends only on (seed, step).
+
+That one property carries three features of the training loop: a resumed run draws exactly the
+batches the interrupted one would have (nothing to save but the step), every DDP process draws the
+same global batch and takes its own share (no sampler to keep in sync), and DataLoader workers can
+draw batches ahead in any order.
+
+A `TrainingData` mixes one or more sources (the shapes world, a captioned image set such as
+Fashion-MNIST) in fixed proportions. Each source makes batches, lists every text it can produce (to
+fit a tokenizer) and evaluates a model on data it never trains on. `build_data` makes one from a
+plain spec, which checkpoints store to refuse resuming on other data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from clipkit.data.fashion import load_fashion_mnist
+from clipkit.data.shapes import ShapesConfig, ShapesWorld, with_articles
+from clipkit.data.transforms import CaptionedImages, resize_images
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # uint8 [B, 3, S, S] at the model's image size
+    captions: list[str]  # caption i describes image i
+    groups: list  # hashable labels: captions of equal groups describe each other's images
+    hard_negatives: list[str] = field(default_factory=list)  # captions true of no image in the batch
+    attribute_texts: list[str] = field(default_factory=list)  # single-attribute texts ("something red")
+    attribute_positives: torch.Tensor | None = None  # bool [B, K]: attribute text k is true of image i
+
+
+class ShapesSource:
+    """Fresh shapes-world batches from the train split: held-out colour-shape pairs never appear."""
+
+    name = "shapes"
+
+    def __init__(self, image_size: int = 32, world=None, **config: Any):
+        self.world = world or ShapesWorld(ShapesConfig(image_size=image_size, **config))
+        self.spec = {"image_size": self.world.config.image_size, **config}
+        self.attribute_texts = [f"something {c}" for c in self.world.colours] + [
+            _with_article(f"a {s}") for s in self.world.shapes
+        ]
+
+    def batch(self, size: int, seed: int, step: int, hard_negatives: bool, attributes: bool) -> Batch:
+        # `sample` with seed [seed, step] draws exactly what `ShapesWorld.batches(seed)` yields at `step`.
+        sample = self.world.sample(size, seed=[seed, step])
+        batch = Batch(sample.images, sample.captions, [caption.lower() for caption in sample.captions])
+        if hard_negatives:
+            batch.hard_negatives = [
+                swapped for caption, scene in zip(sample.captions, sample.scenes)
+                if (swapped := swap_colours(caption, scene)) is not None
+            ]
+        if attributes:
+            colours, shapes = list(self.world.colours), list(self.world.shapes)
+            truth = torch.zeros(size, len(colours) + len(shapes), dtype=torch.bool)
+            for row, scene in enumerate(sample.scenes):
+                for colour, shape in scene.pairs:
+                    truth[row, colours.index(colour)] = truth[row, len(colours) + shapes.index(shape)] = True
+            batch.attribute_texts, batch.attribute_positives = list(self.attribute_texts), truth
+        return batch
+
+    def vocabulary(self) -> list[str]:
+        from clipkit.zeroshot import TEMPLATES, class_prompts
+
+        captions = self.world.sample(4000, seed=12345, split="all").captions
+        prompts = [p for t in TEMPLATES["shapes"] for p in class_prompts(self.world.class_names, t)]
+        return captions + prompts + self.attribute_texts
+
+    @torch.no_grad()
+    def evaluate(self, model, size: int) -> dict[str, float]:
+        from clipkit.model import embed_images, embed_texts
+        from clipkit.search import retrieval_recall
+        from clipkit.zeroshot import compositional_zeroshot
+
+        scores = compositional_zeroshot(model, self.world, n=size, seed=1000)
+        sample = self.world.sample(size, seed=2000, split="train")
+        recall = retrieval_recall(
+            embed_images(model, sample.images), embed_texts(model, sample.captions), torch.arange(size)
+        )
+        return {**scores, **{key.replace("_recall", "_r"): value for key, value in recall.items()}}
+
+
+class CaptionedSource:
+    """A captioned image set held in memory (Fashion-MNIST by default), shuffled anew each epoch."""
+
+    def __init__(self, image_size: int, dataset=None, eval_dataset=None, templates=None, name: str = "fashion"):
+        if dataset is None:
+            from clipkit.zeroshot import TEMPLATES
+
+            dataset, eval_dataset = load_fashion_mnist("train"), load_fashion_mnist("test")
+            templates = TEMPLATES["fashion-mnist"]
+        self.name, self.spec = name, {"images": len(dataset)}
+        self.dataset, self.eval_dataset, self.templates = dataset, eval_dataset, tuple(templates or ("a {}",))
+        # Resized once to the model's size (and kept one channel when grey): batches are then slices.
+        grey = dataset.images[:, :1] if bool((dataset.images[:, :1] == dataset.images).all()) else dataset.images
+        chunks = [
+            (resize_images(chunk.float() / 255, image_size) * 255).round().to(torch.uint8)
+            for chunk in grey.split(4096)
+        ]
+        self.images = torch.cat(chunks)
+
+    def batch(self, size: int, seed: int, step: int, hard_negatives: bool, attributes: bool) -> Batch:
+        count = len(self.images)
+        first, last = step * size, (step + 1) * size  # positions in an endless sequence of epochs
+        rows = torch.cat([
+            torch.randperm(count, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+            for epoch in range(first // count, (last - 1) // count + 1)
+        ])[first - (first // count) * count:][:size]
+        captions = [self.dataset.captions[i] for i in rows.tolist()]
+        labels = self.dataset.labels[rows].tolist() if self.dataset.labels is not None else captions
+        groups = [(self.name, label) for label in labels]  # any caption of a class describes any of its images
+        return Batch(self.images[rows].expand(-1, 3, -1, -1), captions, groups)
+
+    def vocabulary(self) -> list[str]:
+        from clipkit.zeroshot import class_prompts
+
+        names = self.dataset.class_names or []
+        return list(self.dataset.captions) + [p for t in self.templates for p in class_prompts(names, t)]
+
+    @torch.no_grad()
+    def evaluate(self, model, size: int) -> dict[str, float]:
+        from clipkit.zeroshot import evaluate_zeroshot
+
+        if self.eval_dataset is None or self.eval_dataset.labels is None:
+            return {}
+        report = evaluate_zeroshot(
+            model, self.eval_dataset.images, self.eval_dataset.labels, self.eval_dataset.class_names, self.templates
+        )
+        return {f"{self.name}_top1": report.top1}
+
+
+class TrainingData:
+    """One or more sources; each step's global batch is split between them in proportion to `weights`."""
+
+    def __init__(self, sources: list, weights: list[float] | None = None, spec: dict | None = None):
+        if not sources:
+            raise ValueError("no data sources: give a spec such as {'shapes': {'image_size': 32}}")
+        self.sources = list(sources)
+        self.weights = list(weights or [1.0] * len(sources))
+        self.spec = spec or {source.name: getattr(source, "spec", {}) for source in self.sources}
+
+    def batch(self, size: int, seed: int, step: int, hard_negatives: bool = False, attributes: bool = False) -> Batch:
+        counts = _split_sizes(size, self.weights)
+        parts = [
+            source.batch(count, seed + 7919 * index, step, hard_negatives, attributes)
+            for index, (source, count) in enumerate(zip(self.sources, counts)) if count
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        texts = sorted({text for part in parts for text in part.attribute_texts})
+        truth = torch.zeros(size, len(texts), dtype=torch.bool)
+        row = 0
+        for part in parts:
+            for column, text in enumerate(part.attribute_texts):
+                truth[row : row + len(part.captions), texts.index(text)] = part.attribute_positives[:, column]
+            row += len(part.captions)
+        return Batch(
+            torch.cat([part.images for part in parts]),
+            [c for part in parts for c in part.captions],
+            [g for part in parts for g in part.groups],
+            [n for part in parts for n in part.hard_negatives],
+            texts,
+            truth if texts else None,
+        )
+
+    def vocabulary(self) -> list[str]:
+        return [text for source in self.sources for text in source.vocabulary()]
+
+    def evaluate(self, model, size: int) -> dict[str, float]:
+        return {key: value for source in self.sources for key, value in source.evaluate(model, size).items()}
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Item k is the batch of step k, so DataLoader workers can draw batches ahead in any order."""
+
+    def __init__(self, data: TrainingData, size: int, seed: int, steps: int, hard_negatives: bool, attributes: bool):
+        self.data, self.size, self.seed, self.steps = data, size, seed, steps
+        self.hard_negatives, self.attributes = hard_negatives, attributes
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> Batch:
+        return self.data.batch(self.size, self.seed, step, self.hard_negatives, self.attributes)
+
+
+def step_batches(
+    data: TrainingData,
+    size: int,
+    seed: int,
+    start: int,
+    stop: int,
+    hard_negatives: bool = False,
+    attributes: bool = False,
+    workers: int = 0,
+) -> Iterator[Batch]:
+    """The batches of steps `start` to `stop - 1`, in order; `workers` processes draw them ahead
+    (0 draws each when it is asked for)."""
+    dataset = _StepBatches(data, size, seed, stop, hard_negatives, attributes)
+    if workers == 0:
+        return (dataset[step] for step in range(start, stop))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, sampler=range(start, stop), num_workers=workers, prefetch_factor=4
+    )
+    return iter(loader)
+
+
+def _split_sizes(total: int, weights: list[float]) -> list[int]:
+    sizes = [int(total * w / sum(weights)) for w in weights]
+    sizes[0] += total - sum(sizes)
+    return sizes
+
+
+def build_data(spec: str | dict | TrainingData, image_size: int | None = None) -> TrainingData:
+    """A `TrainingData` from a spec: {"shapes": {...ShapesConfig fields}, "fashion": {}}, or the
+    strings "shapes", "fashion", "shapes+fashion". `image_size` (the model's) overrides the shapes'."""
+    if isinstance(spec, TrainingData):
+        return spec
+    if isinstance(spec, str):
+        names = spec.split("+")
+        unknown = [name for name in names if name not in ("shapes", "fashion")]
+        if unknown:
+            raise ValueError(f"unknown data {unknown}: use 'shapes', 'fashion' or 'shapes+fashion'")
+        spec = {name: {} for name in names}
+    spec = json.loads(json.dumps(spec))
+    sources = []
+    for name, options in spec.items():
+        if name == "shapes":
+            if image_size is not None:
+                options["image_size"] = image_size
+            sources.append(ShapesSource(**options))
+        elif name == "fashion":
+            sources.append(CaptionedSource(image_size or 32, **options))
+        else:
+            raise ValueError(f"unknown data source {name!r} in the spec: use 'shapes' or 'fashion'")
+    return TrainingData(sources, spec=spec)
+
+
+def as_training_data(data, image_size: int) -> TrainingData:
+    """What `train` accepts as data, made a `TrainingData`: a `ShapesWorld`, a `CaptionedImages`, or
+    anything `build_data` takes."""
+    if isinstance(data, ShapesWorld):
+        return TrainingData([ShapesSource(world=data)])
+    if isinstance(data, CaptionedImages):
+        return TrainingData([CaptionedSource(image_size, data, None, name="captioned")], spec={"captioned": len(data)})
+    return build_data(data, image_size)
+
+
+def _with_article(text: str) -> str:
+    """"a"/"an" made right for the word that follows, whichever was written."""
+    return with_articles(re.sub(r"\ban\b", "a", text))
+
+
+def swap_colours(caption: str, scene) -> str | None:
+    """The caption with its two objects' colours exchanged ("a red circle and a blue square" ->
+    "a blue circle and a red square"), or None when that would not make it false (one object, or
+    equal colours or shapes)."""
+    if len(scene.objects) != 2:
+        return None
+    (colour_a, shape_a), (colour_b, shape_b) = scene.pairs
+    if colour_a == colour_b or shape_a == shape_b:
+        return None
+    words = {colour_a: colour_b, colour_b: colour_a}
+    swapped = re.sub(rf"\b({colour_a}|{colour_b})\b", lambda match: words[match.group(1)], caption)
+    return _with_article(swapped)
