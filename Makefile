@@ -17,6 +17,9 @@ DATA_PACKAGES := dataset-fashion-mnist fonts-noto-color-emoji
 TEST_PACKAGES := $(DATA_PACKAGES) chromium
 PORT ?= 8888
 PYTEST_ARGS ?=
+# Seconds any one cell may run under `make run` (full parameters: training cells take minutes on a
+# laptop CPU); a hung kernel still fails. Tests use the CI parameters and clipkit's 600 s.
+RUN_CELL_TIMEOUT ?= 1800
 
 ifeq ($(filter command line environment,$(origin PYTHON)),)
   PY := $(VENV)/bin/python
@@ -38,6 +41,7 @@ help:
 	@echo "make run             execute every notebook headless into build/notebooks/, print metrics"
 	@echo "make test            the whole test suite, notebooks included"
 	@echo "make test-fast       unit tests only (no notebooks, nothing marked slow)"
+	@echo "make tutorials      regenerate tutorials/ (exercise versions) from notebooks/"
 	@echo "make clean-notebooks strip outputs before committing"
 	@echo "Use an existing environment with PYTHON=python, e.g. make test PYTHON=python"
 
@@ -71,12 +75,14 @@ system-data:
 system-test:
 	$(call ensure_debian_packages,$(TEST_PACKAGES))
 
+# Rooted at the checkout so the file browser reaches tutorials/ too; it opens on notebooks/.
 lab: $(ENV_READY) system-data
 	$(PY) -m ipykernel install --user --name clipkit --display-name "Python (clipkit)" >/dev/null
-	$(PY) -m jupyter lab --notebook-dir=notebooks --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	$(PY) -m jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks --port=$(PORT) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 run: $(ENV_READY) system-data
-	$(PY) -m clipkit.notebook run --out build/notebooks $(NOTEBOOKS)
+	$(PY) -m clipkit.notebook run --out build/notebooks --timeout $(RUN_CELL_TIMEOUT) $(NOTEBOOKS)
 
 test: $(ENV_READY) system-test
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,6 @@
-"""Steering speed: one 64 px run of 200 steps with the default SteerConfig.
+"""Steering speed: one 64 px run of 200 steps with the default SteerConfig, and one with the
+setting of notebook 08's ablation (stamps painter, contrastive loss against the prompt's
+alternatives, gentle views), whose search adds forward passes.
 
     python benchmarks/steer.py            # target: within 30 s on 2 CPU cores
     python benchmarks/steer.py --quick    # a few steps, seconds
@@ -19,7 +21,11 @@ import time
 
 import torch
 
+from clipkit.judges import shapes_contrasts
 from clipkit.steer import SteerConfig, steer
+
+# notebook 08's ablation: views that stay within the shapes world's own variation
+GENTLE = dict(noise_std=0.008, colour_jitter=0.05, crop_scale=(0.9, 1.0), cutout_probability=0.0)
 
 
 def load_model(device: str):
@@ -53,31 +59,35 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
 
     model, description = load_model(args.device)
-    config = SteerConfig(steps=args.steps, parameterisation=args.parameterisation)
-    steer(model, "a red star", config=SteerConfig(steps=1, parameterisation=args.parameterisation))  # warm-up
-    began = time.perf_counter()
-    result = steer(model, "a red star", config=config)
-    seconds = time.perf_counter() - began
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-
-    figures = {
-        "image_size_px": config.image_size,
-        "steps": len(result.losses),
-        "parameterisation": config.parameterisation,
-        "views_per_step": config.num_augmentations,
-        "run_seconds": round(seconds, 3),
-        "steps_per_second": round(len(result.losses) / seconds, 2),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min": round(load, 2),
-        "first_loss": round(result.losses[0], 4),
-        "last_loss": round(result.losses[-1], 4),
-        "model": description,
+    prompt = "a red star"
+    settings = {  # name -> (config, negative prompts)
+        "default": (SteerConfig(steps=args.steps, parameterisation=args.parameterisation), None),
+        "transfer": (SteerConfig(steps=args.steps, parameterisation="stamps", loss="contrastive", **GENTLE), shapes_contrasts(prompt)),
     }
-    print(f"steering {config.image_size} px, {config.parameterisation}, {config.num_augmentations} views/step on {args.device}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"steering '{prompt}' at {SteerConfig.image_size} px on {args.device}, {torch.get_num_threads()} threads, load {load:.2f}")
     print(f"model: {description}")
-    print(f"{'steps':>6} {'seconds':>8} {'steps/s':>8} {'threads':>8} {'load 1m':>8} {'loss first -> last':>20}")
-    print(f"{figures['steps']:>6} {seconds:>8.2f} {figures['steps_per_second']:>8.2f} {figures['torch_threads']:>8} "
-          f"{load:>8.2f} {result.losses[0]:>9.4f} -> {result.losses[-1]:.4f}")
+    print(f"{'setting':<10} {'painter':<8} {'loss':<12} {'views':>5} {'steps':>6} {'seconds':>8} {'steps/s':>8} {'loss first -> last':>20}")
+    figures = {"image_size_px": SteerConfig.image_size, "torch_threads": torch.get_num_threads(), "model": description}
+    for name, (config, negatives) in settings.items():
+        warm_up = SteerConfig(**{**config.__dict__, "steps": 1})
+        steer(model, prompt, negative_prompts=negatives, config=warm_up)  # one-off costs (lazy imports) stay untimed
+        began = time.perf_counter()
+        result = steer(model, prompt, negative_prompts=negatives, config=config)
+        seconds = time.perf_counter() - began
+        prefix = "" if name == "default" else f"{name}_"
+        figures.update({
+            f"{prefix}parameterisation": config.parameterisation,
+            f"{prefix}steps": len(result.losses),
+            f"{prefix}views_per_step": config.num_augmentations,
+            f"{prefix}run_seconds": round(seconds, 3),
+            f"{prefix}steps_per_second": round(len(result.losses) / seconds, 2),
+            f"{prefix}first_loss": round(result.losses[0], 4),
+            f"{prefix}last_loss": round(result.losses[-1], 4),
+        })
+        print(f"{name:<10} {config.parameterisation:<8} {config.loss:<12} {config.num_augmentations:>5} {len(result.losses):>6} "
+              f"{seconds:>8.2f} {len(result.losses) / seconds:>8.2f} {result.losses[0]:>9.4f} -> {result.losses[-1]:.4f}")
+    figures["load_average_1min"] = round(load, 2)
     print(json.dumps(figures))
     return figures
 

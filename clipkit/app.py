@@ -266,6 +266,26 @@ def classify(model, image, labels_text, template: str | None = "a {}") -> dict[s
     return dict(zip(labels, probabilities.cpu().tolist()))
 
 
+SALIENCY_SIDE = 256  # the saliency map is computed on the picture shrunk to this long side, and shown at about it
+SALIENCY_SAMPLES = 4  # noisy copies averaged (SmoothGrad): a single gradient of a small model is speckled
+
+
+@_user_errors
+def saliency_picture(model, image, labels_text, template: str | None = "a {}") -> tuple[np.ndarray, str]:
+    """Where the model looks for its best label: the gradient saliency (`clipkit.saliency`) of the top
+    zero-shot label, put in the same templates, painted over the image; returns (RGB array, label)."""
+    from clipkit.saliency import gradient_saliency, overlay, top_label_text
+
+    probabilities = classify(model, image, labels_text, template)
+    label = max(probabilities, key=probabilities.get)
+    picture = read_image(image)
+    if max(picture.size) > SALIENCY_SIDE:
+        picture = picture.copy()
+        picture.thumbnail((SALIENCY_SIDE, SALIENCY_SIDE))
+    saliency = gradient_saliency(model, picture, top_label_text(label, resolve_templates(template)), samples=SALIENCY_SAMPLES)
+    return overlay(picture, saliency, scale=max(1, SALIENCY_SIDE // max(picture.size))), label
+
+
 # ---------------------------------------------------------------------------------------------
 # Search collections
 
@@ -602,8 +622,8 @@ def _default_template(model) -> str:
 
 
 def zero_shot_tab(model, labels: Sequence[str] | None = None, examples: Sequence[str | Path] | None = None) -> None:
-    """Upload, sketch or pick an image; comma-separated labels and a template; a bar of probabilities.
-    Endpoints: /classify (uploaded image) and /classify_sketch."""
+    """Upload, sketch or pick an image; comma-separated labels and a template; a bar of probabilities and
+    a saliency map of the top label. Endpoints: /classify (uploaded image) and /classify_sketch."""
     import gradio as gr
 
     labels_value = ", ".join(labels if labels is not None else default_labels(model))
@@ -632,20 +652,29 @@ def zero_shot_tab(model, labels: Sequence[str] | None = None, examples: Sequence
                 template = gr.Dropdown(list(TEMPLATE_CHOICES), value=_default_template(model), allow_custom_value=True,
                                        label="template", info="or type your own with {} where the label goes")
                 result = gr.Label(num_top_classes=5, label="probabilities")
+                heat = gr.Image(label="where the model looks for the top label", type="numpy", interactive=False,
+                                height=SALIENCY_SIDE, elem_id="zero-shot-saliency")
 
         def classify_upload(picture, labels_text, template_choice):
             return classify(model, picture, labels_text, template_choice)
 
+        def explain(picture, labels_text, template_choice):
+            painted, label = saliency_picture(model, picture, labels_text, template_choice)
+            return gr.Image(value=painted, label=f"where the model looks for '{label}' (gradient saliency)")
+
         # preprocess=False: the handler gets the uploaded file's path (Gradio has checked that it is an
-        # upload), so a non-image or a huge picture is refused by read_image before anything decodes it
-        classify_button.click(classify_upload, [image, labels_box, template], result, api_name="classify", preprocess=False)
-        sketch_button.click(classify_upload, [sketch, labels_box, template], result, api_name="classify_sketch", preprocess=False)
+        # upload), so a non-image or a huge picture is refused by read_image before anything decodes it.
+        # The saliency map follows a successful classification as a private event: the API keeps its endpoints.
+        for button, source, name in ((classify_button, image, "classify"), (sketch_button, sketch, "classify_sketch")):
+            button.click(classify_upload, [source, labels_box, template], result, api_name=name, preprocess=False).success(
+                explain, [source, labels_box, template], heat, api_visibility="private", preprocess=False)
         example_paths = [str(path) for path in (examples if examples is not None else default_examples())]
         if example_paths:
             shown = gr.Examples([[path] for path in example_paths], [image], label="examples: click one")
             # a click fills the image, then classifies it with whatever labels and template are set
             shown.load_input_event.then(classify_upload, [image, labels_box, template], result, api_visibility="private",
-                                        preprocess=False)
+                                        preprocess=False).success(explain, [image, labels_box, template], heat,
+                                                                  api_visibility="private", preprocess=False)
 
 
 def search_tab(model, collections: dict[str, Collection]) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the configs live in clipkit.model, which imports this modul
     from clipkit.model import VisionConfig
 
 IMAGE_ENCODERS = ("vit", "cnn")
+CNN_POOLS = ("mean", "centroid")
 
 
 def check_images(images: torch.Tensor, image_size: int) -> None:
@@ -102,7 +103,8 @@ class BasicBlock(nn.Module):
 
 class ConvEncoder(nn.Module):
     """A small ResNet: a 3x3 stem, stages of basic blocks (each stage after the first halves the
-    resolution and widens the channels), global average pooling, projection."""
+    resolution and widens the channels), global average pooling (with `cnn_pool="centroid"`, also
+    where each channel fires), projection."""
 
     def __init__(self, config: VisionConfig, embed_dim: int):
         super().__init__()
@@ -123,7 +125,10 @@ class ConvEncoder(nn.Module):
                 blocks.append(BasicBlock(in_channels, out_channels, stride))
                 in_channels = out_channels
         self.stages = nn.Sequential(*blocks)
-        self.projection = nn.Linear(in_channels, embed_dim, bias=False)
+        if config.cnn_pool not in CNN_POOLS:
+            raise ValueError(f"unknown cnn_pool {config.cnn_pool!r}: use one of {CNN_POOLS}")
+        self.pool = config.cnn_pool
+        self.projection = nn.Linear(3 * in_channels if self.pool == "centroid" else in_channels, embed_dim, bias=False)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -134,7 +139,22 @@ class ConvEncoder(nn.Module):
         return self.stages(self.stem(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.feature_maps(images).mean(dim=(2, 3)))
+        maps = self.feature_maps(images)  # [B, C, H, W], non-negative (each block ends in a ReLU)
+        pooled = maps.mean(dim=(2, 3))  # [B, C]: what is there
+        if self.pool == "centroid":
+            pooled = torch.cat([pooled, *centroids(maps)], dim=1)  # [B, 3C]: and where each channel fires
+        return self.projection(pooled)
+
+
+def centroids(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's centre of mass (x, y in [-1, 1]) over a non-negative feature map [B, C, H, W]:
+    where the pixels that fire a channel lie. An average forgets that, since a convolution slides
+    the same filter everywhere; "on the left" needs it."""
+    height, width = maps.shape[-2:]
+    ys = torch.linspace(-1, 1, height, device=maps.device, dtype=maps.dtype).view(1, 1, height, 1)  # [1, 1, H, 1]
+    xs = torch.linspace(-1, 1, width, device=maps.device, dtype=maps.dtype).view(1, 1, 1, width)  # [1, 1, 1, W]
+    mass = maps.sum(dim=(2, 3)) + 1e-6  # [B, C]; a silent channel sits at the centre
+    return (maps * xs).sum(dim=(2, 3)) / mass, (maps * ys).sum(dim=(2, 3)) / mass
 
 
 def build_image_encoder(config: VisionConfig, embed_dim: int) -> nn.Module:

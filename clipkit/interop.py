@@ -267,7 +267,7 @@ def _config_of_openclip_model(model: nn.Module) -> CLIPConfig:
     if problems:
         raise ValueError(f"this open_clip model has {', '.join(problems)}, which MiniCLIP does not implement")
     act = "quick_gelu" if isinstance(blocks[0].mlp.gelu, QuickGELU) else "gelu"
-    grid, width = visual.grid_size[0], visual.class_embedding.shape[0]
+    width = visual.class_embedding.shape[0]
     text_width = model.token_embedding.weight.shape[1]
     vocab_size = model.token_embedding.weight.shape[0]
     context_length = model.positional_embedding.shape[0]

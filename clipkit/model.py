@@ -41,6 +41,7 @@ class VisionConfig:
     cnn_channels: tuple[int, ...] = (32, 64, 128)  # CNN: channels of each stage; every stage after the first halves the resolution
     cnn_blocks: int = 1  # CNN: residual blocks per stage
     cnn_stem_stride: int = 1  # CNN: stride of the first convolution; 2 quarters the cost of large images
+    cnn_pool: str = "mean"  # CNN: "mean" (global average: forgets where things are) or "centroid" (also each channel's centre of mass)
 
 
 @dataclass

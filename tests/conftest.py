@@ -20,3 +20,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def world32():
+    """The shapes world at 32 px."""
+    from clipkit.data import ShapesConfig, ShapesWorld
+
+    return ShapesWorld(ShapesConfig(image_size=32))
+
+
+@pytest.fixture(scope="module")
+def tiny_word_clip(world32):
+    """A random-init MiniCLIP of a few thousand weights with a word tokenizer fitted on the shapes world."""
+    import torch
+
+    from clipkit.model import MiniCLIP, config_from_preset
+    from clipkit.tokenizer import WordTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = WordTokenizer.fit(world32.sample(500, seed=1).captions, context_length=24)
+    config = config_from_preset(
+        "tiny-cpu", tokenizer=tokenizer, embed_dim=32,
+        vision={"cnn_channels": [8, 16]}, text={"width": 32, "layers": 1, "heads": 2},
+    )
+    return MiniCLIP(config).eval()

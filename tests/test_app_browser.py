@@ -1,7 +1,7 @@
 """The app in a real browser: Debian's headless Chromium driven by Playwright (no browser download).
 
 Loads the page, uploads a red circle, types labels, clicks Classify and reads the answer from the
-page; then clicks an example, which classifies it at once. Screenshots go to build/ for a look.
+page, and waits for the saliency map of the top label; then clicks an example, which classifies it at once. Screenshots go to build/ for a look.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ def test_zero_shot_by_clicking(page):
     page.get_by_role("button", name="Classify", exact=True).click()
     assert _top_label(page) == "red circle"
     page.get_by_text("red circle", exact=True).last.wait_for()  # the bar chart lists the labels too
+    # the saliency map of the top label follows the answer, titled with that label
+    page.locator("#zero-shot-saliency img").wait_for(timeout=60_000)
+    assert "red circle" in page.locator("#zero-shot-saliency").inner_text()
     BUILD.mkdir(exist_ok=True)
     page.screenshot(path=str(BUILD / "app-zero-shot.png"), full_page=True)
 

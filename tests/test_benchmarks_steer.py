@@ -22,4 +22,6 @@ def test_steer_benchmark_quick_run(tmp_path):
     figures = json.loads(lines[-1])
     assert figures["steps"] == 5 and figures["image_size_px"] == 64
     assert figures["run_seconds"] > 0 and figures["steps_per_second"] > 0
+    assert figures["transfer_parameterisation"] == "stamps" and figures["transfer_steps"] == 5
+    assert figures["transfer_run_seconds"] > 0
     assert "random-init" in figures["model"]

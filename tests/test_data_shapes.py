@@ -288,3 +288,39 @@ def test_sample_is_a_dataset_for_loaders_and_subsets_stay_aligned(world):
     assert part.captions == [sample.captions[7], sample.captions[2]]
     assert part.scenes == [sample.scenes[7], sample.scenes[2]]
     assert torch.equal(part.images[0], sample.images[7]) and part.pair_labels.tolist() == sample.pair_labels[[7, 2]].tolist()
+
+
+def test_pair_weights_skew_how_often_each_pair_is_drawn():
+    """A skewed world for the bias lab: 95% of stars yellow. Drawn frequencies follow the weights."""
+    probe = ShapesWorld(ShapesConfig(image_size=16))
+    star_colours = [colour for colour, shape in probe.seen_pairs if shape == "star"]
+    others = [colour for colour in star_colours if colour != "yellow"]
+    weights = {("yellow", "star"): 0.95 * len(others) / 0.05} | {(colour, "star"): 1.0 for colour in others}
+    world = ShapesWorld(ShapesConfig(image_size=16, pair_weights=weights))
+    sample = world.sample(4000, seed=0, objects=1)
+    stars = [scene.objects[0].colour for scene in sample.scenes if scene.objects[0].shape == "star"]
+    assert abs(stars.count("yellow") / len(stars) - 0.95) < 0.02
+    # the other shapes keep weight 1 each: their colours stay about uniform
+    squares = [scene.objects[0].colour for scene in sample.scenes if scene.objects[0].shape == "square"]
+    square_colours = [colour for colour, shape in world.seen_pairs if shape == "square"]
+    assert max(squares.count(c) for c in square_colours) / len(squares) < 2.0 / len(square_colours)
+    two = world.sample(500, seed=1, objects=2)
+    assert all(scene.pairs[0] != scene.pairs[1] for scene in two.scenes)
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ({("mauve", "star"): 2.0}, "unknown"),
+        ({("red", "star"): -1.0}, ">= 0"),
+    ],
+)
+def test_bad_pair_weights_are_named(weights, message):
+    with pytest.raises(ValueError, match=message):
+        ShapesConfig(pair_weights=weights)
+
+
+def test_pair_weights_cannot_silence_every_training_pair():
+    world = ShapesWorld(ShapesConfig(image_size=16))
+    with pytest.raises(ValueError, match="weight 0"):
+        ShapesConfig(image_size=16, pair_weights={pair: 0.0 for pair in world.pairs})

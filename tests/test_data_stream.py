@@ -77,6 +77,24 @@ def test_a_worker_draws_the_same_batches_as_the_loop(world):
                for a, b in zip(drawn, inline))
 
 
+def test_attribute_texts_can_name_sizes_and_places_and_mark_every_object():
+    source = ShapesSource(32, attributes=["colour", "shape", "size", "position"], p_two_objects=0.5)
+    batch = source.batch(32, seed=0, step=0, hard_negatives=False, attributes=True)
+    sample = source.world.sample(32, seed=[0, 0])
+    for row, scene in enumerate(sample.scenes):
+        expected = set()
+        for obj in scene.objects:
+            where = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom", "centre": "in the centre"}
+            article = "an" if obj.shape[0] in "aeiou" else "a"
+            expected |= {f"something {obj.colour}", f"{article} {obj.shape}", f"something {obj.size}", f"something {where[obj.position]}"}
+        marked = {text for text, on in zip(batch.attribute_texts, batch.attribute_positives[row]) if on}
+        assert marked == expected
+    assert source.spec["attributes"] == ["colour", "shape", "size", "position"]
+    assert "attributes" not in ShapesSource(32).spec  # the default stays out of saved specs
+    with pytest.raises(ValueError, match="unknown attributes.*texture"):
+        ShapesSource(32, attributes=["colour", "texture"])
+
+
 def test_build_data_names_the_choices_for_unknown_sources():
     with pytest.raises(ValueError, match="'shapes', 'fashion' or 'shapes\\+fashion'"):
         build_data("pictures")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from clipkit.image_encoder import ConvEncoder, VisionTransformer, build_image_encoder
 from clipkit.model import VisionConfig
@@ -33,7 +34,10 @@ def test_vit_matches_a_recomputation_from_unfolded_patches():
     assert vit.tokens(images).shape == (3, 1 + 16, 32)
 
 
-@pytest.mark.parametrize("config", [vit_config(), cnn_config(), cnn_config(image_size=64, cnn_stem_stride=2, cnn_blocks=2)])
+@pytest.mark.parametrize(
+    "config",
+    [vit_config(), cnn_config(), cnn_config(image_size=64, cnn_stem_stride=2, cnn_blocks=2), cnn_config(cnn_pool="centroid")],
+)
 def test_each_image_is_encoded_independently_of_its_batch(config):
     torch.manual_seed(0)
     encoder = build_image_encoder(config, embed_dim=16).eval()
@@ -53,9 +57,42 @@ def test_cnn_halves_the_resolution_per_stage_and_pools_globally():
     torch.testing.assert_close(cnn(images), maps.mean(dim=(2, 3)) @ cnn.projection.weight.T)
 
 
-def test_cnn_trains_every_parameter():
+def test_centroid_pooling_matches_a_per_pixel_loop():
     torch.manual_seed(0)
-    cnn = ConvEncoder(cnn_config(), embed_dim=16).train()
+    cnn = ConvEncoder(cnn_config(cnn_pool="centroid"), embed_dim=16).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        maps = cnn.feature_maps(images)  # [B, 32, 8, 8]
+    coordinate = [-1 + 2 * i / 7 for i in range(8)]
+    expected = torch.zeros(2, 3 * 32)
+    for b in range(2):
+        for c in range(32):
+            mass = float(maps[b, c].sum()) + 1e-6
+            expected[b, c] = maps[b, c].mean()
+            expected[b, 32 + c] = sum(float(maps[b, c, y, x]) * coordinate[x] for y in range(8) for x in range(8)) / mass
+            expected[b, 64 + c] = sum(float(maps[b, c, y, x]) * coordinate[y] for y in range(8) for x in range(8)) / mass
+    torch.testing.assert_close(cnn(images), expected @ cnn.projection.weight.T, atol=1e-4, rtol=1e-4)
+
+
+def test_centroid_pooling_tells_where_an_object_is_and_mean_pooling_cannot():
+    """A circular shift of the picture moves the object; a (circularly padded) CNN pooled by the
+    mean cannot see it, the centroids do."""
+    torch.manual_seed(0)
+    image = torch.zeros(1, 3, 32, 32)
+    image[..., 12:20, 4:12] = 1.0  # a square on the left
+    moved = torch.roll(image, shifts=16, dims=-1)  # the same square on the right
+    for pool, expect_same in (("mean", True), ("centroid", False)):
+        cnn = ConvEncoder(cnn_config(cnn_pool=pool), embed_dim=16).eval()
+        for module in cnn.modules():
+            if isinstance(module, nn.Conv2d):
+                module.padding_mode = "circular"  # no border to give the place away
+        assert torch.allclose(cnn(image), cnn(moved), atol=1e-4) == expect_same, pool
+
+
+@pytest.mark.parametrize("pool", ["mean", "centroid"])
+def test_cnn_trains_every_parameter(pool):
+    torch.manual_seed(0)
+    cnn = ConvEncoder(cnn_config(cnn_pool=pool), embed_dim=16).train()
     cnn(torch.randn(4, 3, 32, 32)).square().sum().backward()
     missing = [name for name, p in cnn.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
@@ -77,3 +114,5 @@ def test_bad_configs_are_refused_by_name():
         build_image_encoder(vit_config(kind="mlp"), 8)
     with pytest.raises(ValueError, match="cnn_channels"):
         ConvEncoder(cnn_config(cnn_channels=()), 8)
+    with pytest.raises(ValueError, match="cnn_pool"):
+        ConvEncoder(cnn_config(cnn_pool="max"), 8)

@@ -118,10 +118,24 @@ def test_load_or_train_trains_once_then_loads_and_refuses_another_profile(tmp_pa
         load_or_train("cpu", out_dir=tmp_path, device="cpu", progress=False)
 
 
-def test_default_folders_differ_per_seed(tmp_path, monkeypatch):
+def test_default_folders_differ_per_seed_and_for_profiles_beyond_notebook_05s(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPKIT_CHECKPOINT_DIR", str(tmp_path))
     assert default_out_dir(0) == tmp_path / "mini-clip"
     assert default_out_dir(1) == tmp_path / "mini-clip-seed1"
+    # notebook 05 may train any of ci, cpu, gpu: later notebooks find it in the one folder
+    assert {default_out_dir(0, profile) for profile in ("ci", "cpu", "gpu")} == {tmp_path / "mini-clip"}
+    # a model notebook 05 never trains must not collide with its checkpoint
+    assert default_out_dir(1, "cpu-where") == tmp_path / "mini-clip-cpu-where-seed1"
+
+
+def test_the_where_profile_learns_with_centroid_pooling_and_place_attributes():
+    model, data = build_model("cpu-where")
+    assert model.config.vision.cnn_pool == "centroid"
+    texts = data.batch(8, seed=0, step=0, hard_negatives=False, attributes=True).attribute_texts
+    assert "something on the left" in texts and "something small" in texts
+    config = TrainConfig(**{**TINY, "steps": 2, "attribute_weight": 0.5})
+    history = train(model, data, config, progress=False)
+    assert all(math.isfinite(loss) for loss in history["loss"])
 
 
 @pytest.mark.slow

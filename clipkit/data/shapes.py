@@ -220,6 +220,7 @@ class ShapesConfig:
     shapes: tuple[str, ...] = SHAPES  # shape names, each a key of SHAPE_TESTS
     sizes: dict[str, float] = field(default_factory=lambda: dict(SIZES))  # size word -> diameter / image side
     heldout_pairs: tuple[tuple[str, str], ...] = HELDOUT_PAIRS  # colour-shape pairs never shown in training
+    pair_weights: dict[tuple[str, str], float] | None = None  # relative frequency of (colour, shape) pairs, unnamed ones 1; None: uniform (a skewed world for bias studies)
 
     def __post_init__(self):
         if self.image_size < 16:
@@ -241,6 +242,21 @@ class ShapesConfig:
             if all((colour, shape) in held for colour in self.colours):
                 raise ValueError(f"every pair with shape {shape!r} is held out, so training never shows it")
         self._check_templates()
+        self._check_pair_weights()
+
+    def _check_pair_weights(self):
+        if self.pair_weights is None:
+            return
+        self.pair_weights = {tuple(pair): float(weight) for pair, weight in self.pair_weights.items()}
+        unknown = [pair for pair in self.pair_weights if pair[0] not in self.colours or pair[1] not in self.shapes]
+        if unknown:
+            raise ValueError(f"pair_weights names unknown (colour, shape) pairs {unknown[:4]}; colours {list(self.colours)}, shapes {list(self.shapes)}")
+        negative = {pair: weight for pair, weight in self.pair_weights.items() if not weight >= 0}
+        if negative:
+            raise ValueError(f"pair_weights must be >= 0 (they are relative frequencies), got {negative}")
+        held = set(self.heldout_pairs)
+        if not any(self.pair_weights.get((c, s), 1.0) > 0 for c in self.colours for s in self.shapes if (c, s) not in held):
+            raise ValueError("pair_weights gives every training pair weight 0: at least one must be positive")
 
     def _check_templates(self):
         missing = [style for style in self.caption_styles if style not in self.templates]
@@ -448,10 +464,13 @@ class ShapesWorld:
         two = np.full(n, objects == 2) if objects is not None else two_drawn
         if split == "heldout":
             two[:] = False
-        first = rng.integers(0, len(allowed), n)
-        # A second pair different from the first: draw from one fewer and step over the first.
-        other = rng.integers(0, max(len(allowed) - 1, 1), n)
-        second = other + (other >= first)
+        if cfg.pair_weights is None:
+            first = rng.integers(0, len(allowed), n)
+            # A second pair different from the first: draw from one fewer and step over the first.
+            other = rng.integers(0, max(len(allowed) - 1, 1), n)
+            second = other + (other >= first)
+        else:
+            first, second = self._weighted_pairs(allowed, n, rng)
         pairs = np.stack([allowed[first], np.where(two, allowed[np.minimum(second, len(allowed) - 1)], -1)], axis=1)
         sizes = rng.integers(0, len(self.size_names), (n, 2))
         single_position = rng.integers(0, len(self._position_names), n)
@@ -481,6 +500,16 @@ class ShapesWorld:
             colour_offsets=colour_offsets,
             background=np.clip(np.asarray(cfg.background, dtype=np.float32) + brightness, 0, 255),
         )
+
+    def _weighted_pairs(self, allowed: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Positions in `allowed` of each image's first and second pair, drawn by `pair_weights`; the
+        second differs from the first (the next allowed pair when the draw repeats it)."""
+        weights = np.array([self.config.pair_weights.get(self.pairs[index], 1.0) for index in allowed])
+        if weights.sum() <= 0:
+            raise ValueError("pair_weights gives every pair of this split weight 0: nothing to draw")
+        first = rng.choice(len(allowed), size=n, p=weights / weights.sum())
+        other = rng.choice(len(allowed), size=n, p=weights / weights.sum())
+        return first, np.where(other == first, (first + 1) % len(allowed), other)
 
     def _binding_attributes(self, n: int, rng: np.random.Generator, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Colour and shape indices [n, 2], distinct within each row, with all four combinations allowed."""

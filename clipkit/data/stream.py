@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from clipkit.data.fashion import load_fashion_mnist
-from clipkit.data.shapes import ShapesConfig, ShapesWorld, with_articles
+from clipkit.data.shapes import POSITIONS, WHERE_PHRASES, ShapesConfig, ShapesWorld, with_articles
 from clipkit.data.transforms import CaptionedImages, resize_images
 
 
@@ -36,17 +36,31 @@ class Batch:
     attribute_positives: torch.Tensor | None = None  # bool [B, K]: attribute text k is true of image i
 
 
+ATTRIBUTE_KINDS = ("colour", "shape", "size", "position")  # what single-attribute texts may name
+
+
 class ShapesSource:
     """Fresh shapes-world batches from the train split: held-out colour-shape pairs never appear."""
 
     name = "shapes"
 
-    def __init__(self, image_size: int = 32, world=None, **config: Any):
+    def __init__(self, image_size: int = 32, world=None, attributes=("colour", "shape"), **config: Any):
+        unknown = set(attributes) - set(ATTRIBUTE_KINDS)
+        if unknown:
+            raise ValueError(f"unknown attributes {sorted(unknown)}: choose among {ATTRIBUTE_KINDS}")
         self.world = world or ShapesWorld(ShapesConfig(image_size=image_size, **config))
         self.spec = {"image_size": self.world.config.image_size, **config}
-        self.attribute_texts = [f"something {c}" for c in self.world.colours] + [
-            _with_article(f"a {s}") for s in self.world.shapes
-        ]
+        if tuple(attributes) != ("colour", "shape"):
+            self.spec["attributes"] = list(attributes)
+        # One single-attribute text per value of each kind: "something red", "a star", and (a
+        # caption's "on the left" rarely decides a batch's loss, so without them a model learns
+        # sizes and places late) "something small", "something on the left".
+        values = {"colour": list(self.world.colours), "shape": list(self.world.shapes),
+                  "size": list(self.world.size_names), "position": list(POSITIONS)}
+        phrase = {"colour": lambda v: f"something {v}", "shape": lambda v: _with_article(f"a {v}"),
+                  "size": lambda v: f"something {v}", "position": lambda v: f"something {WHERE_PHRASES[v][0]}"}
+        self.attribute_columns = [(kind, value) for kind in attributes for value in values[kind]]
+        self.attribute_texts = [phrase[kind](value) for kind, value in self.attribute_columns]
 
     def batch(self, size: int, seed: int, step: int, hard_negatives: bool, attributes: bool) -> Batch:
         # `sample` with seed [seed, step] draws exactly what `ShapesWorld.batches(seed)` yields at `step`.
@@ -58,11 +72,14 @@ class ShapesSource:
                 if (swapped := swap_colours(caption, scene)) is not None
             ]
         if attributes:
-            colours, shapes = list(self.world.colours), list(self.world.shapes)
-            truth = torch.zeros(size, len(colours) + len(shapes), dtype=torch.bool)
+            column = {key: index for index, key in enumerate(self.attribute_columns)}
+            truth = torch.zeros(size, len(self.attribute_texts), dtype=torch.bool)
             for row, scene in enumerate(sample.scenes):
-                for colour, shape in scene.pairs:
-                    truth[row, colours.index(colour)] = truth[row, len(colours) + shapes.index(shape)] = True
+                for obj in scene.objects:
+                    for kind in ATTRIBUTE_KINDS:
+                        index = column.get((kind, getattr(obj, kind)))
+                        if index is not None:
+                            truth[row, index] = True
             batch.attribute_texts, batch.attribute_positives = list(self.attribute_texts), truth
         return batch
 
