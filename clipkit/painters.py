@@ -12,14 +12,13 @@ parameters; `clipkit.steer` takes Adam steps on them. From freest to most constr
 
 from __future__ import annotations
 
-import colorsys
 from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipkit.data.shapes import POSITIONS, SHAPES, SIZES, shape_mask
+from clipkit.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES, shape_mask
 from clipkit.data.transforms import resize_images
 
 if TYPE_CHECKING:  # the config lives in clipkit.steer, which imports this module
@@ -196,12 +195,12 @@ class StampImage(PaintedImage):
     paint an adversarial one either.
 
     Each stamp is one canonical mask (`clipkit.data.shapes.shape_mask`) resampled (bilinear) at its
-    centre and diameter, so position and size get gradients through the anti-aliased edge and
-    colour through the fill. Which shape is a discrete choice that gradients cannot make: `steer`
-    makes it by exhaustive search (`search`) every `SteerConfig.search_every` steps,
-    so the image is always one real shape and the final image is exactly what was optimised. The
-    same search tries nearby places too, since a small object's place gets gradient only from its
-    edge and would otherwise stay where it started.
+    centre and diameter, filled with one of the world's palette colours, so position and size get
+    gradients through the anti-aliased edge. Which shape and which colour are discrete choices that
+    gradients cannot make: `steer` makes them by exhaustive search (`search`) every
+    `SteerConfig.search_every` steps, so the image is always one real shape in a real colour, and the
+    final image is exactly what was optimised. The same search tries other places and sizes too,
+    since a small object's place gets gradient only from its edge and would otherwise stay put.
     """
 
     def __init__(self, config: SteerConfig, generator: torch.Generator, init_image: torch.Tensor | None = None):
@@ -215,8 +214,10 @@ class StampImage(PaintedImage):
         masks = [torch.from_numpy(shape_mask(shape, canonical)) for shape in SHAPES]
         self.register_buffer("masks", torch.stack(masks)[:, None])  # [S, B, B] -> [S, 1, B, B]
         self.mask_reach = masks[0].shape[-1] / canonical  # the mask box's side, in diameters
-        hues = [colorsys.hsv_to_rgb(index / config.search_hues, 0.8, 0.95) for index in range(config.search_hues)]
-        self.register_buffer("hue_wheel", _logit(torch.tensor(hues)))  # [hues, 3] colour logits
+        # Colours are the world's palette, a discrete choice like the shape: not learnt, searched.
+        self.register_buffer("palette", _logit(torch.tensor(list(COLOURS.values())) / 255))  # [colours, 3] logits
+        del self.colour_logits
+        self.register_buffer("colour_logits", self.palette[torch.randint(len(COLOURS), (count,), generator=generator)])
 
     def centres(self) -> torch.Tensor:
         return 0.15 + 0.7 * torch.sigmoid(self.centre_logits)  # [N, (x, y)] as fractions of the side
@@ -253,12 +254,12 @@ class StampImage(PaintedImage):
 
     @torch.no_grad()
     def search(self, losses_of: Callable[[torch.Tensor], torch.Tensor], position_step: float) -> None:
-        """Coordinate descent on what gradients reach badly or not at all: each stamp in turn takes
-        the colour (its own, or one of a wheel of saturated hues), then the shape, then the place
-        (its own or one of the 8 around it `position_step` away) whose image `losses_of`
-        ([C, 3, H, W] -> [C] steering losses) scores lowest. A colour is a 3-d non-convex choice
-        from a grey start, a shape a discrete one, and a small object's place gets gradient only
-        from its edge; gradient steps refine place, size and colour in between."""
+        """Coordinate descent on what gradients cannot reach or reach badly: each stamp in turn takes
+        the palette colour, then the shape and size together (its own size, small or large), then
+        the place (its own, one of the 8 around it `position_step` away, or one of the world's five)
+        whose image `losses_of` ([C, 3, H, W] -> [C] steering losses) scores lowest. Colour and shape
+        are discrete, and a small object's place gets gradient only from its edge; gradient steps
+        refine place and size in between."""
         device = self.centre_logits.device
         shapes = torch.arange(len(SHAPES), device=device)
         offsets = position_step * torch.tensor([-1.0, 0.0, 1.0], device=device)
@@ -267,17 +268,21 @@ class StampImage(PaintedImage):
         world_sizes = torch.tensor(list(SIZES.values()), device=device)  # [2] diameters
         low, high = STAMP_DIAMETERS
         for stamp in range(len(self.shape_index)):
-            colours = torch.cat([self.colour_logits[stamp, None], self.hue_wheel])  # [1 + hues, 3]
-            self.colour_logits[stamp] = colours[int(losses_of(self._candidates(stamp, self.colour_logits.data, colours)).argmin())]
-            self.shape_index[stamp] = shapes[int(losses_of(self._candidates(stamp, self.shape_index, shapes)).argmin())]
+            self.colour_logits[stamp] = self.palette[int(losses_of(self._candidates(stamp, self.colour_logits, self.palette)).argmin())]
+            # shape and size together: which shape fits best depends on how large it is drawn
+            sizes = _logit((torch.cat([self.diameters()[stamp, None], world_sizes]) - low) / (high - low))  # own, small, large
+            pairs = torch.cartesian_prod(shapes, torch.arange(len(sizes), device=device))  # [S * 3, (shape, size)]
+            candidates = []
+            for shape, size in pairs.tolist():
+                self.shape_index[stamp], self.diameter_logits[stamp] = shape, sizes[size]
+                candidates.append(self()[0])
+            shape, size = pairs[int(losses_of(torch.stack(candidates)).argmin())].tolist()
+            self.shape_index[stamp], self.diameter_logits[stamp] = shape, sizes[size]
             if position_step > 0:
                 # nearby places, and the world's own five: "at the top" may be far from where it started
                 places = torch.cat([self.centres()[stamp] + moves, world_places])
                 places = _logit((places - 0.15) / 0.7)  # back to centre logits
                 self.centre_logits[stamp] = places[int(losses_of(self._candidates(stamp, self.centre_logits.data, places)).argmin())]
-            sizes = torch.cat([self.diameters()[stamp, None], world_sizes])  # its own, small, large
-            sizes = _logit((sizes - low) / (high - low))
-            self.diameter_logits[stamp] = sizes[int(losses_of(self._candidates(stamp, self.diameter_logits.data, sizes)).argmin())]
 
 
 _PARAMETERISATION_CLASSES = {"pixels": PixelImage, "fourier": FourierImage, "strokes": StrokeImage, "shapes": ShapeImage, "stamps": StampImage}

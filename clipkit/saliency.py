@@ -161,7 +161,12 @@ def _projected_tokens(model, pixels: torch.Tensor, mode: str) -> torch.Tensor:
         if mode != "tokens":
             raise ValueError(f"mode={mode!r} changes a ViT's last attention; a CNN has none (its map is exact): use mode='tokens'")
         maps = visual.feature_maps(pixels)  # [B, C, h, w]
-        return visual.projection(maps.permute(0, 2, 3, 1))  # [B, C, h, w] -> [B, h, w, C] -> [B, h, w, D]
+        positions = maps.permute(0, 2, 3, 1)  # [B, C, h, w] -> [B, h, w, C]
+        if getattr(visual, "pool", "mean") == "centroid":
+            # only the mean's third of the projection splits into per-position shares; the centroids
+            # (where each channel fires) belong to no one position and are left out
+            return positions @ visual.projection.weight[:, : maps.shape[1]].T  # [B, h, w, D]
+        return visual.projection(positions)  # [B, h, w, D]
     raise TypeError(
         f"patch_similarity needs a MiniCLIP whose image tower is clipkit's ViT or CNN, got {type(model).__name__}"
         f" with {type(visual).__name__}: for an open_clip model convert it first with model.to_miniclip(), or "

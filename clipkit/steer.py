@@ -70,8 +70,7 @@ class SteerConfig:
     num_strokes: int = 24  # strokes painted by the "strokes" parameterisation
     num_shapes: int = 3  # filled shapes painted by the "shapes" parameterisation
     num_stamps: int = 1  # shapes stamped by the "stamps" parameterisation
-    search_every: int = 10  # "stamps": every this many steps each stamp tries every shape, then nearby places, and keeps the best
-    search_hues: int = 12  # "stamps": saturated hues around the colour wheel that the search tries
+    search_every: int = 10  # "stamps": every this many steps each stamp tries every colour, shape, place and size, and keeps the best
     position_search_step: float = 0.22  # how far (fraction of the side) the places tried are from the current one; 0: shapes only
     shape_harmonics: int = 8  # harmonics of each shape's outline: more allow sharper points
     edge_softness: float = 1.0  # width of a stroke's or shape's soft edge, in pixels: softer edges pass gradient further

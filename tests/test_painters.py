@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipkit.data.shapes import POSITIONS, SHAPES, SIZES, shape_mask
+from clipkit.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES, shape_mask
 from clipkit.painters import StampImage, build_parameterisation, total_variation
 from clipkit.steer import SteerConfig
 
@@ -146,10 +146,10 @@ def test_stamps_draw_the_shapes_worlds_own_masks(shape):
 
 def test_stamp_search_recovers_a_target_by_shape_place_size_and_colour():
     """Coordinate descent over what gradients reach badly: given a loss that is the distance to a
-    target picture, the search finds its shape, place, size and a colour near its own."""
+    target picture, the search finds its colour, shape, place and size."""
     target_stamp = _stamp("star", POSITIONS["left"], SIZES["large"])
     with torch.no_grad():
-        target_stamp.colour_logits[0] = target_stamp.hue_wheel[0]  # the wheel's red
+        target_stamp.colour_logits[0] = target_stamp.palette[list(COLOURS).index("red")]
         target = target_stamp()
     searcher = _stamp("circle", POSITIONS["right"], SIZES["small"])
 

@@ -222,3 +222,17 @@ def test_the_zero_shot_tab_shows_the_map_without_a_new_endpoint(cnn):
     assert len(explains) == 2 and all(fn.api_visibility == "private" for fn in explains)
     images = [block for block in app.blocks.values() if isinstance(block, gr.Image) and block.elem_id == "zero-shot-saliency"]
     assert len(images) == 1 and all(images[0]._id in [out._id for out in fn.outputs] for fn in explains)
+
+
+def test_a_centroid_pooled_cnn_maps_the_mean_share_of_each_position(tokenizer, image):
+    """With centroid pooling the embedding is projection([mean, centroid x, centroid y]); the
+    per-position scores average to the mean third's share of the image-caption score."""
+    cnn = _model("tiny-cpu", tokenizer, vision={"cnn_pool": "centroid"})
+    scores = patch_similarity(cnn, image, "a red circle", normalize=False)
+    x = normalize_images(image[None].float() / 255, cnn.image_mean, cnn.image_std)
+    with torch.no_grad():
+        maps = cnn.visual.feature_maps(x)
+        mean_share = maps.mean(dim=(2, 3)) @ cnn.visual.projection.weight[:, : maps.shape[1]].T
+        whole = (mean_share[0] @ text_embedding(cnn, "a red circle")).item()
+    assert scores.shape == maps.shape[-2:]
+    assert scores.mean().item() == pytest.approx(whole, abs=1e-5)

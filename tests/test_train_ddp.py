@@ -47,6 +47,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     try:
         loss, gradients, _ = _loss_and_gradients()
         save_file({"loss": loss.reshape(1), **gradients}, os.path.join(out_dir, f"rank{rank}.safetensors"))
+        # both ranks leave together: tearing gloo down while the other rank still talks aborts it
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
