@@ -5,9 +5,10 @@ alternatives, gentle views), whose search adds forward passes.
     python benchmarks/steer.py            # target: within 30 s on 2 CPU cores
     python benchmarks/steer.py --quick    # a few steps, seconds
 
-The model is notebook 05's checkpoint (`checkpoint_dir()/"mini-clip"`) when it exists, else a
-random-init MiniCLIP of the same preset: the time per step does not depend on the weights, and the
-output says which one ran. The first step is run untimed (it pays one-off costs such as torch's
+The default setting steers notebook 05's model (profile cpu), the transfer setting notebook 08's
+(profile cpu-where, whose CNN runs at full resolution); each is the saved checkpoint when it exists,
+else a random-init MiniCLIP of that profile: the time per step does not depend on the weights, and
+the output says which one ran. The first step is run untimed (it pays one-off costs such as torch's
 lazy imports), then the whole run is timed. The machine's load average is printed beside the
 figures, since on a shared machine it explains slow runs. Prints a table, then one JSON line.
 """
@@ -22,27 +23,20 @@ import time
 import torch
 
 from clipkit.judges import shapes_contrasts
-from clipkit.steer import SteerConfig, steer
-
-# notebook 08's ablation: views that stay within the shapes world's own variation
-GENTLE = dict(noise_std=0.008, colour_jitter=0.05, crop_scale=(0.9, 1.0), cutout_probability=0.0)
+from clipkit.steer import GENTLE_VIEWS, SteerConfig, steer
 
 
-def load_model(device: str):
-    """(model, description): the notebook-05 checkpoint if present, else a random-init tiny-cpu MiniCLIP."""
-    from clipkit.env import checkpoint_dir
-    from clipkit.model import CONFIG_FILE, MiniCLIP, config_from_preset, load_model as load_checkpoint
+def load_model(profile: str, device: str):
+    """(model, description): the checkpoint `load_or_train(profile)` would load if present, else a
+    random-init MiniCLIP of the same profile (same architecture and tokenizer, untrained)."""
+    from clipkit.model import CONFIG_FILE, load_model as load_checkpoint
+    from clipkit.train import build_model, default_out_dir
 
-    folder = checkpoint_dir() / "mini-clip"
+    folder = default_out_dir(0, profile)
     if (folder / CONFIG_FILE).exists():
         return load_checkpoint(folder, device=device), f"checkpoint {folder}"
-    from clipkit.data import ShapesWorld
-    from clipkit.tokenizer import WordTokenizer
-
-    tokenizer = WordTokenizer.fit(ShapesWorld().sample(2000, seed=0).captions, context_length=24)
-    torch.manual_seed(0)
-    model = MiniCLIP(config_from_preset("tiny-cpu", tokenizer=tokenizer)).to(device).eval()
-    return model, "random-init tiny-cpu MiniCLIP (no checkpoint found; timing does not depend on weights)"
+    model, _ = build_model(profile)
+    return model.to(device).eval(), f"random-init {profile}-profile MiniCLIP (no checkpoint found; timing does not depend on weights)"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -58,18 +52,18 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, description = load_model(args.device)
     prompt = "a red star"
-    settings = {  # name -> (config, negative prompts)
-        "default": (SteerConfig(steps=args.steps, parameterisation=args.parameterisation), None),
-        "transfer": (SteerConfig(steps=args.steps, parameterisation="stamps", loss="contrastive", **GENTLE), shapes_contrasts(prompt)),
+    settings = {  # name -> (config, negative prompts, the profile of the model it steers)
+        "default": (SteerConfig(steps=args.steps, parameterisation=args.parameterisation), None, "cpu"),
+        "transfer": (SteerConfig(steps=args.steps, parameterisation="stamps", loss="contrastive", **GENTLE_VIEWS),
+                     shapes_contrasts(prompt), "cpu-where"),
     }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"steering '{prompt}' at {SteerConfig.image_size} px on {args.device}, {torch.get_num_threads()} threads, load {load:.2f}")
-    print(f"model: {description}")
-    print(f"{'setting':<10} {'painter':<8} {'loss':<12} {'views':>5} {'steps':>6} {'seconds':>8} {'steps/s':>8} {'loss first -> last':>20}")
-    figures = {"image_size_px": SteerConfig.image_size, "torch_threads": torch.get_num_threads(), "model": description}
-    for name, (config, negatives) in settings.items():
+    print(f"{'setting':<10} {'painter':<8} {'loss':<12} {'views':>5} {'steps':>6} {'seconds':>8} {'steps/s':>8} {'loss first -> last':>20}  model")
+    figures = {"image_size_px": SteerConfig.image_size, "torch_threads": torch.get_num_threads()}
+    for name, (config, negatives, profile) in settings.items():
+        model, description = load_model(profile, args.device)
         warm_up = SteerConfig(**{**config.__dict__, "steps": 1})
         steer(model, prompt, negative_prompts=negatives, config=warm_up)  # one-off costs (lazy imports) stay untimed
         began = time.perf_counter()
@@ -77,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         seconds = time.perf_counter() - began
         prefix = "" if name == "default" else f"{name}_"
         figures.update({
+            f"{prefix}model": description,
             f"{prefix}parameterisation": config.parameterisation,
             f"{prefix}steps": len(result.losses),
             f"{prefix}views_per_step": config.num_augmentations,
@@ -86,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{prefix}last_loss": round(result.losses[-1], 4),
         })
         print(f"{name:<10} {config.parameterisation:<8} {config.loss:<12} {config.num_augmentations:>5} {len(result.losses):>6} "
-              f"{seconds:>8.2f} {len(result.losses) / seconds:>8.2f} {result.losses[0]:>9.4f} -> {result.losses[-1]:.4f}")
+              f"{seconds:>8.2f} {len(result.losses) / seconds:>8.2f} {result.losses[0]:>9.4f} -> {result.losses[-1]:.4f}  {description}")
     figures["load_average_1min"] = round(load, 2)
     print(json.dumps(figures))
     return figures

@@ -253,13 +253,19 @@ class StampImage(PaintedImage):
         return torch.stack(candidates)
 
     @torch.no_grad()
-    def search(self, losses_of: Callable[[torch.Tensor], torch.Tensor], position_step: float) -> None:
+    def search(self, losses_of: Callable[[torch.Tensor], torch.Tensor], position_step: float,
+               joint_losses_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """Coordinate descent on what gradients cannot reach or reach badly: each stamp in turn takes
         the palette colour, then the shape and size together (its own size, small or large), then
         the place (its own, one of the 8 around it `position_step` away, or one of the world's five)
         whose image `losses_of` ([C, 3, H, W] -> [C] steering losses) scores lowest. Colour and shape
         are discrete, and a small object's place gets gradient only from its edge; gradient steps
-        refine place and size in between."""
+        refine place and size in between.
+
+        One attribute at a time can stall: a small green triangle may beat every other colour of
+        triangle and every other shape in green, while a large yellow star beats them all. Given
+        `joint_losses_of` (a cheaper scorer, e.g. one plain view per image), each stamp first tries
+        every colour, shape, size and place of the world together (8 x 8 x 2 x 5 = 640 stamps)."""
         device = self.centre_logits.device
         shapes = torch.arange(len(SHAPES), device=device)
         offsets = position_step * torch.tensor([-1.0, 0.0, 1.0], device=device)
@@ -268,6 +274,8 @@ class StampImage(PaintedImage):
         world_sizes = torch.tensor(list(SIZES.values()), device=device)  # [2] diameters
         low, high = STAMP_DIAMETERS
         for stamp in range(len(self.shape_index)):
+            if joint_losses_of is not None:
+                self._joint_search(stamp, joint_losses_of, world_places, _logit((world_sizes - low) / (high - low)))
             self.colour_logits[stamp] = self.palette[int(losses_of(self._candidates(stamp, self.colour_logits, self.palette)).argmin())]
             # shape and size together: which shape fits best depends on how large it is drawn
             sizes = _logit((torch.cat([self.diameters()[stamp, None], world_sizes]) - low) / (high - low))  # own, small, large
@@ -283,6 +291,27 @@ class StampImage(PaintedImage):
                 places = torch.cat([self.centres()[stamp] + moves, world_places])
                 places = _logit((places - 0.15) / 0.7)  # back to centre logits
                 self.centre_logits[stamp] = places[int(losses_of(self._candidates(stamp, self.centre_logits.data, places)).argmin())]
+
+    @torch.no_grad()
+    def _joint_search(self, stamp: int, losses_of, places: torch.Tensor, size_logits: torch.Tensor, chunk: int = 128) -> None:
+        """Set stamp `stamp` to the (colour, shape, size, place) of the world whose image scores lowest."""
+        grid = torch.cartesian_prod(*(torch.arange(n) for n in (len(self.palette), len(SHAPES), len(size_logits), len(places))))
+        place_logits = _logit((places - 0.15) / 0.7)  # [5, (x, y)] fractions -> centre logits
+        scores = []
+        for start in range(0, len(grid), chunk):  # [C, 4] combinations scored a chunk at a time, to bound memory
+            candidates = []
+            for colour, shape, size, place in grid[start:start + chunk].tolist():
+                self._set(stamp, self.palette[colour], shape, size_logits[size], place_logits[place])
+                candidates.append(self()[0])
+            scores.append(losses_of(torch.stack(candidates)))
+        colour, shape, size, place = grid[int(torch.cat(scores).argmin())].tolist()
+        self._set(stamp, self.palette[colour], shape, size_logits[size], place_logits[place])
+
+    def _set(self, stamp: int, colour_logits, shape, diameter_logit, centre_logits) -> None:
+        self.colour_logits[stamp] = colour_logits
+        self.shape_index[stamp] = int(shape)
+        self.diameter_logits.data[stamp] = diameter_logit
+        self.centre_logits.data[stamp] = centre_logits
 
 
 _PARAMETERISATION_CLASSES = {"pixels": PixelImage, "fourier": FourierImage, "strokes": StrokeImage, "shapes": ShapeImage, "stamps": StampImage}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -39,6 +39,9 @@ DEFAULT_LR = {"pixels": 0.05, "fourier": 0.03, "strokes": 0.02, "shapes": 0.05, 
 # Total-variation weight for each parameterisation (SteerConfig.smoothness_weight=None picks these):
 # stamps are their own prior, and a penalty on edges would only shrink them.
 DEFAULT_SMOOTHNESS = {"pixels": 0.05, "fourier": 0.05, "strokes": 0.05, "shapes": 0.05, "stamps": 0.0}
+# Views that stay within the shapes world's own variation (notebook 08): its noise is about 0.004,
+# so the default views (noise 0.02, 20% crops, cutouts) look to a small model like another world.
+GENTLE_VIEWS = dict(noise_std=0.008, colour_jitter=0.05, crop_scale=(0.9, 1.0), cutout_probability=0.0)
 # Words that name a side: a horizontal flip swaps them, so flips are off for prompts holding them.
 SIDE_WORDS = ("left", "right")
 
@@ -71,12 +74,19 @@ class SteerConfig:
     num_shapes: int = 3  # filled shapes painted by the "shapes" parameterisation
     num_stamps: int = 1  # shapes stamped by the "stamps" parameterisation
     search_every: int = 10  # "stamps": every this many steps each stamp tries every colour, shape, place and size, and keeps the best
+    # "stamps": the first search tries every colour, shape, size and place of the world together,
+    # each seen once through a plain view, before searching one attribute at a time
+    joint_first_search: bool = True
     position_search_step: float = 0.22  # how far (fraction of the side) the places tried are from the current one; 0: shapes only
     shape_harmonics: int = 8  # harmonics of each shape's outline: more allow sharper points
     edge_softness: float = 1.0  # width of a stroke's or shape's soft edge, in pixels: softer edges pass gradient further
     fourier_decay: float = 1.0  # spectrum scaled by 1 / frequency ** decay: larger favours smoother images
     init_background: tuple[float, float, float] = (0.06, 0.06, 0.08)  # starting colour in [0, 1]: dark like the shapes world; try grey for photos
     seed: int = 0  # seeds the initial image and every augmentation
+    # independent runs from seeds seed, seed + 1, ...; the one whose final image the steering model
+    # itself scores best (the steering loss over one fixed set of views) is kept: a run stuck in a
+    # poor optimum (a blob, a wrong colour picked early) rarely recovers, another start often avoids it
+    restarts: int = 1
     frame_every: int = 10  # keep a frame for the grid and GIF every this many steps (the last step is always kept)
 
     def __post_init__(self):
@@ -86,7 +96,7 @@ class SteerConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        for name in ("image_size", "steps", "num_augmentations", "num_strokes", "num_shapes", "num_stamps", "search_every", "frame_every"):
+        for name in ("image_size", "steps", "num_augmentations", "num_strokes", "num_shapes", "num_stamps", "search_every", "frame_every", "restarts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         low, high = self.crop_scale
@@ -286,6 +296,7 @@ class SteerStep:
     steps: int  # total steps planned
     loss: float  # the steering loss of this step (smoothness penalty excluded)
     image: torch.Tensor  # the current image, float [3, H, W] in [0, 1] on the CPU, detached
+    restart: int = 0  # which of config.restarts runs this step belongs to (0-based)
 
 
 @dataclass
@@ -296,6 +307,10 @@ class SteerResult:
     losses: list[float]  # the steering loss at every step
     weights: dict[str, float]  # the normalised prompt weights steered with (negative: avoided)
     config: SteerConfig = field(default_factory=SteerConfig)  # the settings used
+    # each restart's final image scored by the steering model over the same fixed views; the kept
+    # run is the lowest (one entry when config.restarts is 1)
+    restart_losses: list[float] = field(default_factory=list)
+    restart: int = 0  # which restart was kept (its seed is config.seed + restart)
 
     def to_pil(self, image: torch.Tensor | None = None, scale: int = 1):
         from PIL import Image
@@ -361,6 +376,8 @@ def steer(
     image, makes `config.num_augmentations` views at the model's image size (or one plain view
     with `augment=False`), normalises them with the model's statistics and takes an Adam step on
     the image parameters. `callback(SteerStep)` runs after every step; returning True stops early.
+    With `config.restarts` > 1 it runs that many times from different seeds and keeps the run
+    whose final image the steering model scores best (`SteerResult.restart_losses`).
     """
     config = config or SteerConfig()
     if getattr(model, "tokenizer", None) is None:
@@ -371,8 +388,6 @@ def steer(
     flip = (not side_named(texts)) if config.flip is None else config.flip
 
     device = _device_of(model)
-    generator = torch.Generator().manual_seed(config.seed)
-    image_param = build_parameterisation(config, generator, init_image).to(device)
     weight_tensor = torch.tensor([weights[text] for text in texts], device=device)
     was_training = model.training
     grad_flags = [p.requires_grad for p in model.parameters()]
@@ -381,12 +396,46 @@ def steer(
     try:
         with torch.no_grad():
             text_features = model.encode_text(model.tokenizer(texts).to(device)).float()  # steering_loss normalises, once, as a hand-written loop would
-        frames, frame_steps, losses = _optimise(model, image_param, text_features, weight_tensor, config, flip, generator, callback)
+        runs = []
+        for restart in range(config.restarts):
+            generator = torch.Generator().manual_seed(config.seed + restart)
+            image_param = build_parameterisation(config, generator, init_image).to(device)
+            step_callback = None if callback is None else (lambda info, restart=restart: callback(replace(info, restart=restart)))
+            runs.append(_optimise(model, image_param, text_features, weight_tensor, config, flip, generator, step_callback))
+            if len(runs[-1][2]) < config.steps:
+                break  # the callback asked to stop: no further restarts either
+        # Every run's final image through the same views, so the runs are compared, not their luck.
+        finals = torch.stack([frames[-1] for frames, _, _ in runs]).to(device)
+        scores = _losses_through_same_views(finals, model, text_features, weight_tensor, config, flip,
+                                            torch.Generator().manual_seed(config.seed)).tolist()
     finally:
         model.train(was_training)
         for parameter, flag in zip(model.parameters(), grad_flags):
             parameter.requires_grad_(flag)
-    return SteerResult(image=frames[-1], frames=frames, frame_steps=frame_steps, losses=losses, weights=weights, config=config)
+    best = min(range(len(runs)), key=scores.__getitem__)
+    frames, frame_steps, losses = runs[best]
+    return SteerResult(image=frames[-1], frames=frames, frame_steps=frame_steps, losses=losses, weights=weights, config=config,
+                       restart_losses=scores, restart=best)
+
+
+def _logit_scale_of(model) -> float:
+    return float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
+
+
+@torch.no_grad()
+def _losses_through_same_views(candidates: torch.Tensor, model, text_features, weights, config: SteerConfig, flip: bool,
+                               generator: torch.Generator) -> torch.Tensor:
+    """[C, 3, H, W] -> [C] steering losses, every candidate seen through the same views (the
+    generator is rewound for each), so their differences are theirs, not the views'."""
+    state = generator.get_state()
+    views = []
+    for candidate in candidates:
+        generator.set_state(state)
+        views.append(_model_views(candidate[None], model, config, flip, generator))
+    features = model.encode_image(torch.cat(views)).float()
+    per_candidate = features.view(len(candidates), -1, features.shape[-1])  # [C*K, D] -> [C, K, D]
+    scale = _logit_scale_of(model)
+    return torch.stack([steering_loss(chunk, text_features, weights, config.loss, scale) for chunk in per_candidate])
 
 
 def _model_views(image: torch.Tensor, model, config: SteerConfig, flip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -403,24 +452,21 @@ def _optimise(model, image_param, text_features, weights, config: SteerConfig, f
     """The loop of `steer`: returns (frames, frame_steps, losses)."""
     optimizer = torch.optim.Adam(image_param.parameters(), lr=config.resolved_lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _learning_rate_factor(config))
-    scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
+    scale = _logit_scale_of(model)
 
-    @torch.no_grad()
     def losses_of(candidates: torch.Tensor) -> torch.Tensor:
-        """[C, 3, H, W] -> [C] steering losses, every candidate seen through the same views."""
-        state = generator.get_state()
-        views = []
-        for candidate in candidates:
-            generator.set_state(state)
-            views.append(_model_views(candidate[None], model, config, flip, generator))
-        features = model.encode_image(torch.cat(views)).float()
-        per_candidate = features.view(len(candidates), -1, features.shape[-1])  # [C*K, D] -> [C, K, D]
-        return torch.stack([steering_loss(chunk, text_features, weights, config.loss, scale) for chunk in per_candidate])
+        return _losses_through_same_views(candidates, model, text_features, weights, config, flip, generator)
+
+    plain = replace(config, augment=False)
+
+    def plain_losses_of(candidates: torch.Tensor) -> torch.Tensor:
+        return _losses_through_same_views(candidates, model, text_features, weights, plain, flip, generator)
 
     frames, frame_steps, losses = [image_param().detach().cpu()[0]], [0], []
     for step in range(1, config.steps + 1):
         if hasattr(image_param, "search") and (step - 1) % config.search_every == 0:
-            image_param.search(losses_of, config.position_search_step)
+            joint = plain_losses_of if step == 1 and config.joint_first_search else None
+            image_param.search(losses_of, config.position_search_step, joint)
         image = image_param()
         image_features = model.encode_image(_model_views(image, model, config, flip, generator)).float()
         loss = steering_loss(image_features, text_features, weights, config.loss, scale)

@@ -162,3 +162,36 @@ def test_stamp_search_recovers_a_target_by_shape_place_size_and_colour():
     torch.testing.assert_close(searcher.centres()[0], torch.tensor(POSITIONS["left"]), atol=1e-3, rtol=0)
     assert searcher.diameters()[0].item() == pytest.approx(SIZES["large"], abs=1e-3)
     assert losses_of(searcher()).item() < 1e-6
+
+
+def _paint_colour(stamp: StampImage, colour: str) -> None:
+    with torch.no_grad():
+        stamp.colour_logits[0] = stamp.palette[list(COLOURS).index(colour)]
+
+
+def test_joint_search_escapes_a_trap_that_one_attribute_at_a_time_cannot():
+    """A deceptive loss: only the target (a large yellow star on the right) scores 0, and anything
+    green scores 1, below every other wrong image (2). From a small green triangle, changing one
+    attribute at a time always loses the green and scores worse, so coordinate descent stays put;
+    trying colour, shape, size and place together finds the target."""
+    target_stamp = _stamp("star", POSITIONS["right"], SIZES["large"])
+    _paint_colour(target_stamp, "yellow")
+    with torch.no_grad():
+        target = target_stamp()[0]
+    green = torch.tensor(COLOURS["green"], dtype=torch.float32) / 255
+
+    def losses_of(candidates):
+        exact = (candidates - target).abs().flatten(1).amax(dim=1) < 1e-4
+        has_green = ((candidates - green[:, None, None]).abs().amax(dim=1) < 0.02).flatten(1).any(dim=1)
+        return torch.where(exact, 0.0, torch.where(has_green, 1.0, 2.0))
+
+    one_at_a_time = _stamp("triangle", POSITIONS["right"], SIZES["small"])
+    _paint_colour(one_at_a_time, "green")
+    one_at_a_time.search(losses_of, position_step=0.22)
+    assert losses_of(one_at_a_time()).item() == 1.0  # trapped in green
+
+    joint = _stamp("triangle", POSITIONS["right"], SIZES["small"])
+    _paint_colour(joint, "green")
+    joint.search(losses_of, position_step=0.22, joint_losses_of=losses_of)
+    assert losses_of(joint()).item() == 0.0
+    assert joint.shapes() == ["star"] and torch.equal(joint.colour_logits[0], joint.palette[list(COLOURS).index("yellow")])

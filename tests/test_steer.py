@@ -265,3 +265,33 @@ def test_callback_returning_true_stops_early(tiny_word_clip):
     result = steer(tiny_word_clip, "a red star", config=SteerConfig(steps=50, frame_every=20, num_augmentations=1, image_size=32),
                    callback=lambda progress: progress.step == 3)
     assert len(result.losses) == 3 and result.frame_steps == [0, 3]
+
+
+def test_restarts_keep_the_run_the_steering_model_scores_best(tiny_word_clip):
+    from dataclasses import replace
+
+    config = SteerConfig(parameterisation="shapes", image_size=32, steps=4, num_augmentations=3, restarts=3, seed=5)
+    seen = []
+    result = steer(tiny_word_clip, "a red star", config=config, callback=seen.append)
+    assert [s.restart for s in seen] == [0] * 4 + [1] * 4 + [2] * 4
+    singles = [steer(tiny_word_clip, "a red star", config=replace(config, restarts=1, seed=5 + i)) for i in range(3)]
+    # recompute each run's score: its final image through the same views, drawn from a generator seeded with config.seed
+    with torch.no_grad():
+        text = F.normalize(tiny_word_clip.encode_text(tiny_word_clip.tokenizer(["a red star"])), dim=-1)
+        scores = []
+        for single in singles:
+            views = augmented_views(single.image[None], config, tiny_word_clip.image_size, True, torch.Generator().manual_seed(5))
+            features = F.normalize(tiny_word_clip.encode_image(normalize_images(views, tiny_word_clip.image_mean, tiny_word_clip.image_std)), dim=-1)
+            scores.append((1 - features @ text.T).mean().item())
+    assert result.restart_losses == pytest.approx(scores, abs=1e-6)
+    best = int(np.argmin(scores))
+    assert result.restart == best and torch.equal(result.image, singles[best].image)
+    assert result.losses == singles[best].losses
+
+
+def test_a_stop_from_the_callback_ends_every_restart(tiny_word_clip):
+    config = SteerConfig(steps=20, num_augmentations=1, image_size=32, restarts=3)
+    result = steer(tiny_word_clip, "a red star", config=config, callback=lambda progress: progress.step == 2)
+    assert len(result.restart_losses) == 1 and len(result.losses) == 2
+    with pytest.raises(ValueError, match="restarts must be at least 1"):
+        SteerConfig(restarts=0)
