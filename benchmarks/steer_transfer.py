@@ -22,14 +22,15 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's clipkit, installed or not
 
-from clipkit.data.shapes import COLOURS, SHAPES, SIZES, WHERE_PHRASES, with_articles
-from clipkit.judges import oracle_agrees, pixel_oracle, shapes_contrasts, zero_shot_judge
+from clipkit.data.shapes import COLOURS, SHAPES, SIZES, WHERE_PHRASES
+from clipkit.judges import oracle_agrees, pixel_oracle, shapes_contrasts, shapes_prompt, zero_shot_judge
 from clipkit.steer import GENTLE_VIEWS, SteerConfig, steer
 
 
@@ -41,8 +42,7 @@ def random_prompts(count: int, seed: int) -> list[str]:
         colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
         size = rng.choice(list(SIZES)) if index % 2 else None
         place = rng.choice(list(WHERE_PHRASES)) if index % 4 in (1, 2) else None
-        phrase = with_articles(f"a {size + ' ' if size else ''}{colour} {shape}")
-        prompts.append(f"{phrase} {WHERE_PHRASES[place][0]}" if place else phrase)
+        prompts.append(shapes_prompt(colour, shape, size, place))
     return prompts
 
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     steerer, judge = models
     prompts = random_prompts(args.prompts, args.seed)
     base = SteerConfig(parameterisation="stamps", loss="contrastive", steps=args.steps, restarts=args.restarts, **GENTLE_VIEWS)
-    settings = {"augmented": base, "plain": SteerConfig(**{**base.__dict__, "augment": False})}
+    settings = {"augmented": base, "plain": replace(base, augment=False)}
 
     print(f"{len(prompts)} prompts, profile {args.profile}, {args.steps} steps, restarts {args.restarts}, "
           f"{device}, {torch.get_num_threads()} threads")

@@ -105,6 +105,12 @@ def _object_phrase(colour: str, shape: str, size: str | None) -> str:
     return with_articles(f"a {size + ' ' if size else ''}{colour} {shape}")
 
 
+def shapes_prompt(colour: str, shape: str, size: str | None = None, position: str | None = None) -> str:
+    """The prompt `parse_shapes_prompt` reads back: ('red', 'star', 'large', 'left') -> 'a large red star on the left'."""
+    phrase = _object_phrase(colour, shape, size)
+    return f"{phrase} {WHERE_PHRASES[position][0]}" if position else phrase
+
+
 def shapes_contrasts(prompt: str) -> list[str]:
     """The shapes-world captions that differ from `prompt` in one stated attribute: every other
     colour, shape, size and position. As negative prompts of the "contrastive" loss they make the
@@ -115,8 +121,7 @@ def shapes_contrasts(prompt: str) -> list[str]:
         raise ValueError(f"{prompt!r} must name a colour ({', '.join(COLOURS)}) and a shape ({', '.join(SHAPES)})")
 
     def caption(colour=wanted.colour, shape=wanted.shape, size=wanted.size, position=wanted.position) -> str:
-        phrase = _object_phrase(colour, shape, size)
-        return f"{phrase} {WHERE_PHRASES[position][0]}" if position else phrase
+        return shapes_prompt(colour, shape, size, position)
 
     contrasts = [caption(colour=c) for c in COLOURS if c != wanted.colour]
     contrasts += [caption(shape=shape) for shape in SHAPES if shape != wanted.shape]

@@ -226,6 +226,17 @@ class StampImage(PaintedImage):
         low, high = STAMP_DIAMETERS
         return low + (high - low) * torch.sigmoid(self.diameter_logits)  # [N], fractions of the side
 
+    @staticmethod
+    def centre_logits_for(centres: torch.Tensor) -> torch.Tensor:
+        """The inverse of `centres`: fractions of the side in (0.15, 0.85) -> centre logits."""
+        return _logit((centres - 0.15) / 0.7)
+
+    @staticmethod
+    def diameter_logits_for(diameters: torch.Tensor) -> torch.Tensor:
+        """The inverse of `diameters`: fractions of the side within STAMP_DIAMETERS -> diameter logits."""
+        low, high = STAMP_DIAMETERS
+        return _logit((diameters - low) / (high - low))
+
     def shapes(self) -> list[str]:
         return [SHAPES[index] for index in self.shape_index.tolist()]
 
@@ -272,13 +283,12 @@ class StampImage(PaintedImage):
         moves = torch.cartesian_prod(offsets, offsets)  # [9, (dx, dy)], staying put among them
         world_places = torch.tensor(list(POSITIONS.values()), device=device)  # [5, (x, y)]
         world_sizes = torch.tensor(list(SIZES.values()), device=device)  # [2] diameters
-        low, high = STAMP_DIAMETERS
         for stamp in range(len(self.shape_index)):
             if joint_losses_of is not None:
-                self._joint_search(stamp, joint_losses_of, world_places, _logit((world_sizes - low) / (high - low)))
+                self._joint_search(stamp, joint_losses_of, world_places, world_sizes)
             self.colour_logits[stamp] = self.palette[int(losses_of(self._candidates(stamp, self.colour_logits, self.palette)).argmin())]
             # shape and size together: which shape fits best depends on how large it is drawn
-            sizes = _logit((torch.cat([self.diameters()[stamp, None], world_sizes]) - low) / (high - low))  # own, small, large
+            sizes = self.diameter_logits_for(torch.cat([self.diameters()[stamp, None], world_sizes]))  # own, small, large
             pairs = torch.cartesian_prod(shapes, torch.arange(len(sizes), device=device))  # [S * 3, (shape, size)]
             candidates = []
             for shape, size in pairs.tolist():
@@ -289,30 +299,29 @@ class StampImage(PaintedImage):
             if position_step > 0:
                 # nearby places, and the world's own five: "at the top" may be far from where it started
                 places = torch.cat([self.centres()[stamp] + moves, world_places])
-                places = _logit((places - 0.15) / 0.7)  # back to centre logits
+                places = self.centre_logits_for(places)
                 self.centre_logits[stamp] = places[int(losses_of(self._candidates(stamp, self.centre_logits.data, places)).argmin())]
 
     @torch.no_grad()
-    def _joint_search(self, stamp: int, losses_of, places: torch.Tensor, size_logits: torch.Tensor, chunk: int = 128) -> None:
-        """Set stamp `stamp` to the (colour, shape, size, place) of the world whose image scores lowest."""
-        grid = torch.cartesian_prod(*(torch.arange(n) for n in (len(self.palette), len(SHAPES), len(size_logits), len(places))))
-        place_logits = _logit((places - 0.15) / 0.7)  # [5, (x, y)] fractions -> centre logits
+    def _joint_search(self, stamp: int, losses_of, places: torch.Tensor, sizes: torch.Tensor, chunk: int = 128) -> None:
+        """Set stamp `stamp` to the (colour, shape, size, place) of the world whose image scores lowest;
+        `places` [P, (x, y)] and `sizes` [S] are fractions of the side."""
+        place_logits, size_logits = self.centre_logits_for(places), self.diameter_logits_for(sizes)
+        grid = torch.cartesian_prod(*(torch.arange(n) for n in (len(self.palette), len(SHAPES), len(sizes), len(places))))
+
+        def set_to(combination: list[int]) -> None:
+            colour, shape, size, place = combination
+            self.colour_logits[stamp], self.shape_index[stamp] = self.palette[colour], shape
+            self.diameter_logits[stamp], self.centre_logits[stamp] = size_logits[size], place_logits[place]
+
         scores = []
         for start in range(0, len(grid), chunk):  # [C, 4] combinations scored a chunk at a time, to bound memory
             candidates = []
-            for colour, shape, size, place in grid[start:start + chunk].tolist():
-                self._set(stamp, self.palette[colour], shape, size_logits[size], place_logits[place])
+            for combination in grid[start:start + chunk].tolist():
+                set_to(combination)
                 candidates.append(self()[0])
             scores.append(losses_of(torch.stack(candidates)))
-        colour, shape, size, place = grid[int(torch.cat(scores).argmin())].tolist()
-        self._set(stamp, self.palette[colour], shape, size_logits[size], place_logits[place])
-
-    def _set(self, stamp: int, colour_logits, shape, diameter_logit, centre_logits) -> None:
-        self.colour_logits[stamp] = colour_logits
-        self.shape_index[stamp] = int(shape)
-        self.diameter_logits.data[stamp] = diameter_logit
-        self.centre_logits.data[stamp] = centre_logits
-
+        set_to(grid[int(torch.cat(scores).argmin())].tolist())
 
 _PARAMETERISATION_CLASSES = {"pixels": PixelImage, "fourier": FourierImage, "strokes": StrokeImage, "shapes": ShapeImage, "stamps": StampImage}
 PARAMETERISATIONS = tuple(_PARAMETERISATION_CLASSES)

@@ -400,8 +400,7 @@ def steer(
         for restart in range(config.restarts):
             generator = torch.Generator().manual_seed(config.seed + restart)
             image_param = build_parameterisation(config, generator, init_image).to(device)
-            step_callback = None if callback is None else (lambda info, restart=restart: callback(replace(info, restart=restart)))
-            runs.append(_optimise(model, image_param, text_features, weight_tensor, config, flip, generator, step_callback))
+            runs.append(_optimise(model, image_param, text_features, weight_tensor, config, flip, generator, callback, restart))
             if len(runs[-1][2]) < config.steps:
                 break  # the callback asked to stop: no further restarts either
         # Every run's final image through the same views, so the runs are compared, not their luck.
@@ -448,7 +447,7 @@ def _model_views(image: torch.Tensor, model, config: SteerConfig, flip: bool, ge
 
 
 @torch.enable_grad()  # steering works even when called under torch.no_grad()
-def _optimise(model, image_param, text_features, weights, config: SteerConfig, flip: bool, generator, callback):
+def _optimise(model, image_param, text_features, weights, config: SteerConfig, flip: bool, generator, callback, restart: int = 0):
     """The loop of `steer`: returns (frames, frame_steps, losses)."""
     optimizer = torch.optim.Adam(image_param.parameters(), lr=config.resolved_lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _learning_rate_factor(config))
@@ -482,7 +481,7 @@ def _optimise(model, image_param, text_features, weights, config: SteerConfig, f
             continue
         with torch.no_grad():
             current = image_param().cpu()[0]
-        stop = callback is not None and bool(callback(SteerStep(step, config.steps, losses[-1], current)))
+        stop = callback is not None and bool(callback(SteerStep(step, config.steps, losses[-1], current, restart)))
         if keep or stop:
             frames.append(current)
             frame_steps.append(step)
