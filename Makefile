@@ -32,7 +32,8 @@ endif
 # Tests and CI never reach a model hub; without this a pretrained tag takes ~47 s to fail.
 export HF_HUB_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED ?= False
-export MPLBACKEND ?= agg
+# No MPLBACKEND: kernels inherit the environment, and MPLBACKEND=agg hides every figure in `make lab`
+# and `make run`. Tests keep their headless backend inside the test process (tests/conftest.py).
 
 .PHONY: help lab run test test-fast demo tutorials clean-notebooks system-data system-test external-env clean
 
@@ -41,6 +42,7 @@ help:
 	@echo "make run             execute every notebook headless into build/notebooks/, print metrics"
 	@echo "make test            the whole test suite, notebooks included"
 	@echo "make test-fast       unit tests only (no notebooks, nothing marked slow)"
+	@echo "make demo            the Gradio app for notebook 05's model (trained first if missing); PORT=7861, DEMO_ARGS=--share"
 	@echo "make tutorials      regenerate tutorials/ (exercise versions) from notebooks/"
 	@echo "make clean-notebooks strip outputs before committing"
 	@echo "Use an existing environment with PYTHON=python, e.g. make test PYTHON=python"
@@ -75,11 +77,12 @@ system-data:
 system-test:
 	$(call ensure_debian_packages,$(TEST_PACKAGES))
 
-# Rooted at the checkout so the file browser reaches tutorials/ too; it opens on notebooks/.
+# Registers the 'clipkit' kernel inside this environment (not per user: each checkout runs its own
+# code), then JupyterLab on 127.0.0.1 rooted at the checkout, opening on notebooks/, with
+# JUPYTER_PREFER_ENV_PATH=1 so this environment's kernel wins over a stale user-level one.
+# LAB_ARGS go to jupyter lab, e.g. LAB_ARGS=--no-browser.
 lab: $(ENV_READY) system-data
-	$(PY) -m ipykernel install --user --name clipkit --display-name "Python (clipkit)" >/dev/null
-	$(PY) -m jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks --port=$(PORT) \
-	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	JUPYTER_PREFER_ENV_PATH=1 $(PY) -m clipkit.notebook lab --port $(PORT) $(LAB_ARGS)
 
 run: $(ENV_READY) system-data
 	$(PY) -m clipkit.notebook run --out build/notebooks --timeout $(RUN_CELL_TIMEOUT) $(NOTEBOOKS)
@@ -90,8 +93,12 @@ test: $(ENV_READY) system-test
 test-fast: $(ENV_READY)
 	$(PY) -m pytest -m "not slow and not notebooks" $(PYTEST_ARGS)
 
+# The Gradio app for notebook 05's model, on 127.0.0.1. Without that model it trains one first
+# (progress bar, time estimate, saved every few dozen steps: stop and start again to resume).
+# PORT=7861 serves on another port (default 7860: PORT's 8888 is lab's); DEMO_ARGS go to
+# `python -m clipkit.app`, e.g. DEMO_ARGS=--share for a temporary public link.
 demo: $(ENV_READY) system-data
-	$(PY) -m clipkit.app --from-notebook-checkpoint
+	@$(PY) -m clipkit.app --from-notebook-checkpoint $(if $(filter-out file default,$(origin PORT)),--port $(PORT)) $(DEMO_ARGS)
 
 tutorials: $(ENV_READY)
 	$(PY) -m clipkit.exercises generate

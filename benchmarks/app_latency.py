@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from gradio_client import Client, handle_file
 
-    from clipkit.app import classify, default_examples, load_checkpoint
+    from clipkit.app import classify, default_examples
+    from clipkit.checkpoint import load_checkpoint
     from clipkit.data import ShapesWorld
 
     labels = ", ".join(ShapesWorld().class_names[: args.labels])

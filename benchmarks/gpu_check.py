@@ -41,14 +41,14 @@ def flops_per_step(model, data, config) -> int:
     """FLOPs of one forward and backward pass of a training step (the optimizer's are negligible)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from clipkit.train import _autocast, batch_to_input, compute_loss
+    from clipkit.train.step import autocast, batch_to_input, compute_loss
 
     device = next(model.parameters()).device
     batch = data.batch(config.batch_size, config.seed, 0, config.hard_negatives, config.attribute_weight > 0)
-    images = batch_to_input(model, batch.images, None, device)
+    images = batch_to_input(model, batch.images)
     counter = FlopCounterMode(display=False)
     with counter:
-        with _autocast(device, config.precision):
+        with autocast(device, config.precision):
             loss = compute_loss(model, batch, config, images)["loss"]
         loss.backward()
     model.zero_grad(set_to_none=True)

@@ -22,14 +22,14 @@ import time
 
 import torch
 
-from clipkit.judges import shapes_contrasts
-from clipkit.steer import GENTLE_VIEWS, SteerConfig, steer
+from clipkit.steer import GENTLE_VIEWS, SteerConfig, shapes_contrasts, steer
 
 
 def load_model(profile: str, device: str):
     """(model, description): the checkpoint `load_or_train(profile)` would load if present, else a
     random-init MiniCLIP of the same profile (same architecture and tokenizer, untrained)."""
-    from clipkit.model import CONFIG_FILE, load_model as load_checkpoint
+    from clipkit.checkpoint import load_checkpoint
+    from clipkit.model import CONFIG_FILE
     from clipkit.train import build_model, default_out_dir
 
     folder = default_out_dir(0, profile)

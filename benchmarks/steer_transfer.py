@@ -30,8 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's clipkit, installed or not
 
 from clipkit.data.shapes import COLOURS, SHAPES, SIZES, WHERE_PHRASES
-from clipkit.judges import oracle_agrees, pixel_oracle, shapes_contrasts, shapes_prompt, zero_shot_judge
-from clipkit.steer import GENTLE_VIEWS, SteerConfig, steer
+from clipkit.steer import GENTLE_VIEWS, SteerConfig, oracle_agrees, pixel_oracle, shapes_contrasts, shapes_prompt, steer, zero_shot_judge
 
 
 def random_prompts(count: int, seed: int) -> list[str]:

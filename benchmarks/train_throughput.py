@@ -77,8 +77,10 @@ def main(argv=None) -> dict:
     from clipkit.data.shapes import ShapesConfig, ShapesWorld
     from clipkit.data.transforms import images_to_model_input
     from clipkit.interop import openclip_from_miniclip
-    from clipkit.model import MiniCLIP, config_from_preset
-    from clipkit.train import fit_tokenizer, parameter_groups, TrainingData, ShapesSource
+    from clipkit.config import config_from_preset
+    from clipkit.model import MiniCLIP
+    from clipkit.data.stream import ShapesSource, TrainingData
+    from clipkit.train import fit_tokenizer, parameter_groups
 
     device = get_device(args.device)
     overrides = {"vision": {"width": 64, "layers": 1, "heads": 2}, "text": {"width": 64, "layers": 1, "heads": 2}} if args.quick else {}

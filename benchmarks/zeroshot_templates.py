@@ -18,8 +18,9 @@ import tempfile
 import time
 
 from clipkit.data import ShapesWorld
-from clipkit.model import embed_images
-from clipkit.zeroshot import TEMPLATES, topk_accuracy, zeroshot_classifier, zeroshot_logits
+from clipkit.interface import embed_images
+from clipkit.prompts import TEMPLATES
+from clipkit.zeroshot import topk_accuracy, zeroshot_classifier, zeroshot_logits
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,170 +1,68 @@
-"""Persisting and restoring a training run, so that it can stop anywhere and go on exactly.
+"""One loader for every clipkit checkpoint: the folder's `config.json` says what it holds.
 
-A checkpoint is a folder: `model.safetensors` + `config.json` (what `clipkit.model.load_model`
-reads) and `train_state.safetensors` + `train_state.json` (optimizer, step, RNG, train config,
-history). `train_state.safetensors` also holds the weights and, in its header, the whole training
-state, and is renamed into place in one step: whenever the process dies, the folder holds one
-consistent checkpoint to resume from. `train_state.json` is the same state for people to read.
-
-Every file goes through `atomic_write` (a temporary file, then a rename), which the model and the
-search index use too. This module imports `clipkit.model` only inside functions, because
-`clipkit.model` imports `atomic_write` from here.
+A checkpoint is a folder with `model.safetensors` and `config.json`, whose "format" field names
+the model that wrote it: "clipkit.MiniCLIP" (`clipkit.model.save_model`) or "clipkit.LiTModel"
+(`clipkit.lit.save_lit`). `load_checkpoint(folder)` reads that field and hands the folder to the
+model's own loader, so code that only wants "the model in this folder" (the app, the notebooks,
+evaluation) never has to know which kind it is. A training run adds its train state beside them
+(`clipkit.train.state`).
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import random
-import tempfile
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
 
-import numpy as np
 import torch
 
-TRAIN_STATE_FILE = "train_state.safetensors"
-TRAIN_STATE_JSON = "train_state.json"
+from clipkit.interface import CLIPBase
+from clipkit.lit import CHECKPOINT_FORMAT as LIT_FORMAT
+from clipkit.lit import load_lit
+from clipkit.model import CHECKPOINT_FORMAT as MINICLIP_FORMAT
+from clipkit.model import CONFIG_FILE, load_model
+
+# format field -> the loader of that model: folder, device -> the model, in eval mode
+LOADERS = {
+    MINICLIP_FORMAT: load_model,
+    LIT_FORMAT: load_lit,
+}
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint in out_dir was written by another model or training config."""
+class CheckpointFormatError(ValueError):
+    """A folder that is not a clipkit checkpoint, or one whose format no loader here reads."""
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
-    """Call `write(temporary)` on a temporary file in `path`'s folder, then rename it to `path`:
-    a crash never leaves half a file, and a failed write leaves the old file as it was."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-# ---------------------------------------------------------------------------------------------
-# Random number generators: resuming mid-run must draw what the uninterrupted run would have
-
-
-def rng_state() -> dict[str, Any]:
-    """The state of Python's, numpy's and torch's (CPU and CUDA) generators, as plain JSON."""
-    numpy_state = np.random.get_state()
-    state = {
-        "python": _jsonable(random.getstate()),
-        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-        "torch": _encode_bytes(torch.get_rng_state()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [_encode_bytes(s) for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Put back what `rng_state` returned (CUDA's only on as many GPUs as it was saved from)."""
-    random.setstate(_tuples(state["python"]))
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(_decode_bytes(state["torch"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([_decode_bytes(s) for s in state["cuda"]])
-
-
-def _encode_bytes(tensor: torch.Tensor) -> str:
-    return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
-
-
-def _decode_bytes(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
-
-
-def _jsonable(value):
-    return [_jsonable(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-# ---------------------------------------------------------------------------------------------
-# Saving, reading and restoring
-
-
-def save_checkpoint(folder, model, optimizer, state: dict[str, Any], metadata: dict[str, Any]) -> Path:
-    """Write the training state (one atomic file), then `model.safetensors` + `config.json`."""
-    from safetensors.torch import save_file
-
-    from clipkit.model import save_model
-
+def checkpoint_format(folder: str | Path) -> str:
+    """The "format" field of `folder`/config.json, e.g. "clipkit.MiniCLIP"."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    optimizer_state = optimizer.state_dict()
-    for index, values in optimizer_state["state"].items():
-        for key, value in values.items():
-            tensors[f"optimizer.{index}.{key}"] = value.detach().contiguous().cpu()
-    state = {**state, "optimizer": {"param_groups": optimizer_state["param_groups"], "keys": {
-        str(index): sorted(values) for index, values in optimizer_state["state"].items()}}}
-    header = {"train_state": json.dumps(state)}
-    atomic_write(folder / TRAIN_STATE_FILE, lambda path: save_file(tensors, path, metadata=header))
-    atomic_write(folder / TRAIN_STATE_JSON, lambda path: path.write_text(json.dumps(state, indent=1) + "\n"))
-    save_model(model, folder, metadata)
-    return folder
-
-
-def read_train_state(folder) -> dict[str, Any] | None:
-    """The training state saved in `folder` (from the safetensors header), or None if there is none."""
-    from safetensors import safe_open
-
-    path = Path(folder) / TRAIN_STATE_FILE
-    if not path.exists():
-        return None
-    with safe_open(str(path), framework="pt") as handle:
-        return json.loads(handle.metadata()["train_state"])
-
-
-def restore_checkpoint(folder, model, optimizer, state: dict[str, Any]) -> None:
-    """Load the weights and optimizer tensors of `folder`'s training state into `model` and
-    `optimizer`; `state` is what `read_train_state(folder)` returned."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(Path(folder) / TRAIN_STATE_FILE))
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    saved = state["optimizer"]
-    optimizer.load_state_dict({
-        "param_groups": saved["param_groups"],
-        "state": {int(i): {key: tensors[f"optimizer.{i}.{key}"] for key in keys} for i, keys in saved["keys"].items()},
-    })
-
-
-def check_resumable(model, config, data_spec, state: dict[str, Any], folder, free_fields=()) -> None:
-    """Raise `CheckpointMismatchError`, naming every difference, unless the saved `state` was
-    written by the same model config, train config (`config`, a dataclass; `free_fields` may
-    differ) and data spec."""
-    from clipkit.model import CLIPConfig, config_diff
-
-    problems = []
-    if hasattr(model, "config") and "model_config" in state:
-        differing = config_diff(model.config, CLIPConfig.from_dict(state["model_config"]))
-        problems += [f"model config field {name}" for name in differing]
-    saved = state["train_config"]
-    mine = asdict(config)
-    problems += [
-        f"train config field {name} ({saved.get(name)!r} saved, {mine[name]!r} now)"
-        for name in mine if name not in free_fields and _plain(saved.get(name)) != _plain(mine[name])
-    ]
-    if _plain(state.get("data")) != _plain(data_spec):
-        problems.append(f"data ({state.get('data')} saved, {data_spec} now)")
-    if problems:
-        raise CheckpointMismatchError(
-            f"the checkpoint in {folder} was written by another run; these differ: {'; '.join(problems)}. "
-            "Train into a new out_dir, pass resume=False (--no-resume) to start over there, or use the saved settings."
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a checkpoint folder: it has no {CONFIG_FILE}. A clipkit checkpoint holds "
+            f"{CONFIG_FILE} and model.safetensors, as save_model or save_lit write them."
         )
+    try:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointFormatError(
+            f"{path} is not readable JSON ({error}); the checkpoint in {folder} is damaged: save the model again"
+        ) from None
+    form = document.get("format") if isinstance(document, dict) else None
+    if not isinstance(form, str):
+        raise CheckpointFormatError(
+            f"{path} names no checkpoint format (no \"format\" field): {folder} was not written by clipkit; "
+            f"known formats: {sorted(LOADERS)}"
+        )
+    return form
 
 
-def _plain(value):
-    return json.loads(json.dumps(value))
+def load_checkpoint(folder: str | Path, device: str | torch.device | None = None) -> CLIPBase:
+    """The model saved in `folder`, whichever clipkit model wrote it, in eval mode (on `device` if given)."""
+    form = checkpoint_format(folder)
+    loader = LOADERS.get(form)
+    if loader is None:
+        raise CheckpointFormatError(
+            f"{Path(folder) / CONFIG_FILE} has format {form!r}, which no clipkit loader reads; known formats: "
+            f"{sorted(LOADERS)}. Was the folder written by another program or a newer clipkit?"
+        )
+    return loader(folder, device=device)

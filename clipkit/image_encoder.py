@@ -3,20 +3,16 @@ Transformer with the structure of openai/CLIP's (patch embedding, class token, p
 embedding, LayerNorm before and after the Transformer, projection).
 
 Both take images [B, 3, S, S] already normalised with the model's mean and std and return
-embeddings [B, embed_dim]. The ViT reuses the Transformer built in `clipkit.text_encoder`.
+embeddings [B, embed_dim]. The ViT reuses the Transformer in `clipkit.transformer`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from clipkit.text_encoder import Transformer
-
-if TYPE_CHECKING:  # the configs live in clipkit.model, which imports this module
-    from clipkit.model import VisionConfig
+from clipkit.config import VisionConfig
+from clipkit.transformer import Transformer
 
 IMAGE_ENCODERS = ("vit", "cnn")
 CNN_POOLS = ("mean", "centroid")
@@ -26,7 +22,7 @@ def check_images(images: torch.Tensor, image_size: int) -> None:
     if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (image_size, image_size):
         raise ValueError(
             f"expected images of shape [batch, 3, {image_size}, {image_size}], got {tuple(images.shape)}: "
-            "resize and normalise them with model.preprocess, or use clipkit.model.embed_images"
+            "resize and normalise them with model.preprocess, or use clipkit.interface.embed_images"
         )
     if not images.is_floating_point():
         raise ValueError(

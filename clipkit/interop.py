@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from clipkit.model import CLIPConfig, MiniCLIP, TextConfig, VisionConfig
+from clipkit.config import CLIPConfig, TextConfig, VisionConfig
+from clipkit.model import MiniCLIP
 
 # MiniCLIP name -> open_clip name inside one residual attention block.
 _BLOCK_NAMES = {

@@ -8,14 +8,16 @@ sentence embeddings, and queries worded unlike any training caption find the rig
 
 This is the mirror image of LiT (Zhai et al., 2022, "Locked-image Tuning"), which froze a pretrained
 *image* tower and trained the text tower; the argument is the same: a tower pretrained on far more
-data than we have is better left locked. Because the frozen tower never changes, the embeddings of
-the training captions are computed once (`frozen_text_features`), so training costs what training
-the image tower alone costs: a minute on a laptop CPU.
+data than we have is better left locked. Because the frozen tower never changes, the training step
+(`clipkit.train`) embeds each training caption once (`frozen_text_features`, cached) and runs only
+the trainable head on it: training costs what training the image tower alone costs.
 
-`LiTModel` offers the clipkit model interface (DEVELOPERS.md): `tokenizer` is a `SentenceTokenizer`
-(the sentence model's WordPiece ids, padded with 0, which its `encode_text` reads back with the
-attention mask `tokens != 0`), so `clipkit.model.embed_texts`, the zero-shot and search helpers all
-work on it unchanged.
+`LiTModel` is a `clipkit.interface.ConfiguredCLIP` (its input facts come from `LiTConfig`). Its
+`tokenizer` is a `clipkit.tokenizer.SentenceTokenizer` (the sentence model's WordPiece ids, padded
+with 0, which `encode_text` reads back with the attention mask `tokens != 0`), so `embed_texts`,
+the zero-shot and search helpers all work on it. Its checkpoint (`save_lit`/`load_lit`) holds the
+trainable parts; config.json's "format" is "clipkit.LiTModel", which
+`clipkit.checkpoint.load_checkpoint` dispatches on.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipkit.config import VisionConfig
 from clipkit.data.transforms import OPENAI_MEAN, OPENAI_STD
-from clipkit.model import MiniCLIP, VisionConfig
-from clipkit.tokenizer import Tokenizer
+from clipkit.interface import ConfiguredCLIP
+from clipkit.tokenizer import SentenceTokenizer
 
 CHECKPOINT_FORMAT = "clipkit.LiTModel"
 
@@ -80,43 +83,12 @@ def load_sentence_model(path: str | os.PathLike | None = None, device: str | tor
     return model.eval()
 
 
-class SentenceTokenizer(Tokenizer):
-    """A Hugging Face WordPiece tokenizer behind the clipkit interface: rows [CLS] ids [SEP] 0 0 ...
-
-    BERT pads with id 0 as clipkit does, so `tokens != 0` is the attention mask; [CLS] and [SEP]
-    play the start and end tokens. Too-long texts are cut with the usual TextTruncatedWarning.
-    """
-
-    kind = "sentence_transformers"
-
-    def __init__(self, hf_tokenizer, context_length: int = 32, source: str | None = None):
-        if hf_tokenizer.pad_token_id != self.pad_token_id:
-            raise ValueError(f"this tokenizer pads with id {hf_tokenizer.pad_token_id}; SentenceTokenizer needs padding id 0")
-        self._tokenizer = hf_tokenizer
-        self.vocab_size = len(hf_tokenizer)
-        self.context_length = context_length
-        self.source = source
-
-    @property
-    def sot_token_id(self) -> int:
-        return self._tokenizer.cls_token_id
-
-    @property
-    def eot_token_id(self) -> int:
-        return self._tokenizer.sep_token_id
-
-    def encode(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text, add_special_tokens=False)
-
-    def decode(self, ids) -> str:
-        return self._tokenizer.decode(self._content_ids(ids))
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "context_length": self.context_length, "source": self.source}
-
-
-class LiTModel(nn.Module):
+class LiTModel(ConfiguredCLIP):
     """A frozen sentence-model text tower and a trainable image tower sharing one embedding space."""
+
+    # The text tower never trains: encode_text(tokens) = project_text(frozen features of the texts),
+    # so a training step may take the frozen features from a cache (clipkit.train.step).
+    text_tower_frozen = True
 
     def __init__(self, config: LiTConfig | None = None, text_model=None):
         super().__init__()
@@ -136,7 +108,6 @@ class LiTModel(nn.Module):
         # Kept out of the module tree (a list hides it) so state_dict, parameters() and .train() leave it alone.
         self._frozen = [text_model.requires_grad_(False).eval()]
         self.tokenizer = SentenceTokenizer(text_model.tokenizer, config.context_length, config.text_model)
-        self.embed_dim = config.embed_dim or text_dim
         self.text_projection = nn.Linear(text_dim, config.embed_dim, bias=False) if config.embed_dim else None
         self.visual = build_image_encoder(config.vision, self.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
@@ -146,21 +117,19 @@ class LiTModel(nn.Module):
         """The frozen sentence-transformers model."""
         return self._frozen[0]
 
-    # The image side of the interface, the temperature and forward are MiniCLIP's: LiTConfig has the
-    # same fields they read (vision.image_size, image_mean, image_std, max_logit_scale).
-    image_size = MiniCLIP.image_size
-    image_mean = MiniCLIP.image_mean
-    image_std = MiniCLIP.image_std
-    preprocess = MiniCLIP.preprocess
-    device = MiniCLIP.device
-    encode_image = MiniCLIP.encode_image
-    clamp_logit_scale_ = MiniCLIP.clamp_logit_scale_
-    forward = MiniCLIP.forward
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim or self.config.text_dim
 
     def _apply(self, fn, *args, **kwargs):
         # .to(device) / .float() move the hidden frozen tower along with the trainable parts.
         self._frozen[0]._apply(fn, *args, **kwargs)
         return super()._apply(fn, *args, **kwargs)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Model input [B, 3, S, S] -> image embeddings [B, embed_dim]."""
+        features = self.visual(images)
+        return F.normalize(features, dim=-1) if normalize else features
 
     @torch.no_grad()
     def frozen_text_features(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
@@ -189,196 +158,15 @@ class LiTModel(nn.Module):
         return self.project_text(self._sentence_embedding(tokens), normalize)
 
 
-def scaled_logits(model: nn.Module, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-    """CLIP's logits [B_images, B_texts]: cosine similarities times the model's clamped temperature."""
-    scale = model.logit_scale.clamp(max=model.config.max_logit_scale).exp()
-    return scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
-
-
-# --- training ------------------------------------------------------------------------------------
-
-
-def _caption_table(captions: Sequence[str]) -> tuple[list[str], torch.Tensor]:
-    """Distinct captions (first-seen order) and, per item, the index of its caption among them."""
-    index: dict[str, int] = {}
-    ids = [index.setdefault(caption, len(index)) for caption in captions]
-    return list(index), torch.tensor(ids, dtype=torch.long)
-
-
-def fit_contrastive(
-    model: nn.Module,
-    images: torch.Tensor | Sequence[torch.Tensor],
-    captions: Sequence[str],
-    groups: Sequence[Any] | None = None,
-    steps: int = 300,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    weight_decay: float = 0.05,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, list[float]]:
-    """Train `model` (a `LiTModel`, or a `MiniCLIP` as the from-scratch baseline) on in-memory pairs.
-
-    `images` uint8 [N, 3, H, W] (or a list of such batches, sizes free, concatenated in order) are
-    converted to model input once; captions are tokenized (MiniCLIP)
-    or embedded by the frozen tower (LiTModel) once per distinct caption, which is what makes LiT
-    training cheap. `groups` (one hashable per item, default: the caption) marks items that count as
-    positives for each other: pass the class for templated captions, so two sneakers in a batch are
-    not pushed apart. AdamW with a linear warm-up and cosine decay; returns {"step", "loss"}.
-    """
-    from tqdm.auto import tqdm
-
-    from clipkit.data.transforms import images_to_model_input
-    from clipkit.loss import multi_positive_clip_loss
-
-    parts = [images] if isinstance(images, torch.Tensor) else list(images)
-    inputs = torch.cat([images_to_model_input(part, model.image_size, model.image_mean, model.image_std) for part in parts])
-    if len(inputs) != len(captions) or len(inputs) == 0:
-        raise ValueError(f"need one caption per image and at least one pair, got {len(inputs)} images, {len(captions)} captions")
-    if groups is not None and len(groups) != len(captions):
-        raise ValueError(f"groups has {len(groups)} entries for {len(captions)} captions; give one per item")
-    device = model.device
-    distinct, caption_ids = _caption_table(captions)
-    group_of = [tuple(g) if isinstance(g, list) else g for g in groups] if groups is not None else list(caption_ids.tolist())
-    if isinstance(model, LiTModel):
-        text_table = model.frozen_text_features(distinct)  # [U, text_dim], computed once
-        encode_texts = model.project_text
-    else:
-        text_table = model.tokenizer(distinct).to(device)  # [U, L]
-        encode_texts = model.encode_text
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    warmup = max(1, steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
-    )
-    generator = torch.Generator().manual_seed(seed)
-    batch_size = min(batch_size, len(inputs))
-    history: dict[str, list[float]] = {"step": [], "loss": []}
-    model.train()
-    for step in tqdm(range(steps), desc="training", disable=not progress):
-        batch = torch.randperm(len(inputs), generator=generator)[:batch_size]
-        logits = scaled_logits(
-            model,
-            model.encode_image(inputs[batch].to(device)), encode_texts(text_table[caption_ids[batch].to(device)])
-        )  # [B, B]
-        loss = multi_positive_clip_loss(logits, [group_of[i] for i in batch.tolist()])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        model.clamp_logit_scale_()
-        history["step"].append(step)
-        history["loss"].append(loss.item())
-    model.eval()
-    return history
-
-
-# --- open-vocabulary evaluation ------------------------------------------------------------------
-# Queries worded unlike any training caption, and what they should find. Emoji relevance comes from
-# Unicode's own grouping of the code points (Food & Drink, Animals & Nature blocks), fashion
-# relevance from the class labels. Plain data: add a query by adding a line.
-
-EMOJI_GROUPS: dict[str, tuple[tuple[int, int], ...]] = {
-    "food": (
-        (0x1F32D, 0x1F330), (0x1F336, 0x1F336), (0x1F33D, 0x1F33D), (0x1F344, 0x1F372), (0x1F37F, 0x1F37F),
-        (0x1F950, 0x1F961), (0x1F965, 0x1F96F), (0x1F9C0, 0x1F9C1), (0x1F9C4, 0x1F9C8), (0x1FAD0, 0x1FAD5),
-        (0x1FAD8, 0x1FAD8),
-    ),
-    "drink": (
-        (0x2615, 0x2615), (0x1F375, 0x1F37C), (0x1F37E, 0x1F37E), (0x1F95B, 0x1F95B), (0x1F964, 0x1F964),
-        (0x1F9C3, 0x1F9C3), (0x1F9C9, 0x1F9C9), (0x1F9CB, 0x1F9CB), (0x1FAD6, 0x1FAD6),
-    ),
-    "animal": ((0x1F400, 0x1F43D), (0x1F43F, 0x1F43F), (0x1F980, 0x1F99F), (0x1F9A1, 0x1F9AE)),
-    "plant": ((0x1F331, 0x1F335), (0x1F337, 0x1F33C), (0x1F33F, 0x1F343)),
-}
-
-OPEN_VOCAB_QUERIES: dict[str, dict[str, tuple[str, ...]]] = {
-    "emoji": {
-        "something to eat": ("food",),
-        "a tasty snack": ("food",),
-        "a meal": ("food",),
-        "an animal": ("animal",),
-        "a wild creature": ("animal",),
-        "something to drink": ("drink",),
-        "a beverage": ("drink",),
-        "a plant": ("plant",),
-    },
-    "fashion-mnist": {
-        "footwear": ("sandal", "sneaker", "ankle boot"),
-        "shoes": ("sandal", "sneaker", "ankle boot"),
-        "something to wear on your feet": ("sandal", "sneaker", "ankle boot"),
-        "pants": ("pair of trousers",),
-        "jeans": ("pair of trousers",),
-        "a sweater": ("pullover",),
-        "a jacket": ("coat",),
-        "a gown": ("dress",),
-        "a purse": ("bag",),
-    },
-}
-
-
-def emoji_relevance(characters: Sequence[str], groups: Sequence[str]) -> torch.Tensor:
-    """bool [N]: which emoji fall in any of `groups` (keys of EMOJI_GROUPS)."""
-    unknown = [group for group in groups if group not in EMOJI_GROUPS]
-    if unknown:
-        raise ValueError(f"unknown emoji groups {unknown}; known: {sorted(EMOJI_GROUPS)}")
-    ranges = [span for group in groups for span in EMOJI_GROUPS[group]]
-    return torch.tensor([any(lo <= ord(c) <= hi for lo, hi in ranges) for c in characters], dtype=torch.bool)
-
-
-def class_relevance(labels: torch.Tensor, class_names: Sequence[str], relevant_names: Sequence[str]) -> torch.Tensor:
-    """bool [N]: which labelled images belong to any of `relevant_names`."""
-    missing = [name for name in relevant_names if name not in class_names]
-    if missing:
-        raise ValueError(f"classes {missing} are not among {list(class_names)}")
-    wanted = torch.tensor([class_names.index(name) for name in relevant_names])
-    return torch.isin(torch.as_tensor(labels), wanted)
-
-
-def precision_recall_at_k(scores: torch.Tensor, relevant: torch.Tensor, ks: Sequence[int] = (10,)) -> dict[str, torch.Tensor]:
-    """Per query [Q]: precision@k (relevant share of the top k) and recall@k (share of the relevant
-    found in the top k) for scores [Q, N] and relevance bool [Q, N]. A k beyond N counts all N."""
-    if scores.shape != relevant.shape or scores.ndim != 2:
-        raise ValueError(f"scores {tuple(scores.shape)} and relevant {tuple(relevant.shape)} must both be [Q, N]")
-    if not bool(relevant.any(dim=1).all()):
-        raise ValueError("every query needs at least one relevant item, or its recall is undefined")
-    ranked = relevant.gather(1, scores.argsort(dim=1, descending=True)).double()  # [Q, N], relevance in rank order
-    found = ranked.cumsum(dim=1)  # [Q, N]: relevant items within the first j + 1
-    result = {}
-    for k in ks:
-        column = min(int(k), scores.shape[1]) - 1
-        result[f"precision@{k}"] = found[:, column] / (column + 1)
-        result[f"recall@{k}"] = found[:, column] / relevant.sum(dim=1)
-    return result
-
-
-@torch.no_grad()
-def open_vocab_eval(
-    model, image_embeddings: torch.Tensor, queries: Sequence[str], relevant: torch.Tensor, ks: Sequence[int] = (10,)
-) -> dict[str, Any]:
-    """Precision/recall@k of text queries against a gallery's embeddings [N, D]; `relevant` is [Q, N].
-
-    Returns the means over queries ({"precision@10": ...}) and "per_query": one row per query.
-    """
-    from clipkit.model import embed_texts
-
-    text = embed_texts(model, list(queries)).to(image_embeddings.device)
-    scores = text @ F.normalize(image_embeddings.float(), dim=-1).T  # [Q, N]
-    per_query = precision_recall_at_k(scores.cpu(), relevant.cpu(), ks)
-    rows = [{"query": query, **{name: float(values[q]) for name, values in per_query.items()}} for q, query in enumerate(queries)]
-    return {**{name: float(values.mean()) for name, values in per_query.items()}, "per_query": rows}
-
-
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
 def save_lit(model: LiTModel, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write the trainable parts (`model.safetensors`) and the config (`config.json`); the frozen
-    tower is not copied: the config names where it loads from."""
+    """Write the trainable parts (`model.safetensors`) and the config (`config.json`, format
+    "clipkit.LiTModel"); the frozen tower is not copied: the config names where it loads from."""
     from safetensors.torch import save_file
 
-    from clipkit.checkpoint import atomic_write
+    from clipkit.io import atomic_write
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -44,14 +44,27 @@ def clip_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | No
     return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets)) / 2
 
 
-def _group_ids(groups: torch.Tensor | Sequence, batch: int, name: str, index: dict, device: torch.device) -> torch.Tensor:
-    """Group labels as an integer tensor. Any hashable labels work (class names, caption strings);
-    `index` is shared between the image and text labels so equal labels get equal ids."""
+def positives_from_groups(
+    image_groups: torch.Tensor | Sequence, text_groups: torch.Tensor | Sequence | None = None, device=None
+) -> torch.Tensor:
+    """The truth table P[i, j] = [image_groups[i] == text_groups[j]], bool [N images, N texts].
+
+    Labels may be any hashables (class names, caption strings) or an integer tensor; equal labels
+    mean "describes the same thing", so those pairs are positives, not negatives. `text_groups`
+    defaults to `image_groups` (caption i belongs to image i's group).
+    """
+    labels: dict = {}  # shared by both sides so equal labels get equal ids
+    image_ids = _group_ids(image_groups, "image_groups", labels, device)
+    text_ids = image_ids if text_groups is None else _group_ids(text_groups, "text_groups", labels, device)
+    return image_ids[:, None] == text_ids[None, :]  # [N images, N texts]
+
+
+def _group_ids(groups: torch.Tensor | Sequence, name: str, index: dict, device) -> torch.Tensor:
     if not isinstance(groups, torch.Tensor):
         groups = torch.tensor([index.setdefault(label, len(index)) for label in groups], dtype=torch.long)
-    if groups.shape != (batch,):
-        raise ValueError(f"{name} has shape {tuple(groups.shape)}, expected ({batch},): give one group label per item")
-    return groups.to(device)
+    if groups.ndim != 1:
+        raise ValueError(f"{name} has shape {tuple(groups.shape)}: give one group label per item")
+    return groups.to(device) if device is not None else groups
 
 
 def multi_positive_clip_loss(
@@ -73,12 +86,13 @@ def multi_positive_clip_loss(
     labels are distinct, P is the identity and this equals `clip_loss`.
     """
     _check_square(logits_per_image, None)
-    batch = logits_per_image.shape[0]
-    device = logits_per_image.device
-    labels: dict = {}
-    image_groups = _group_ids(image_groups, batch, "image_groups", labels, device)
-    text_groups = image_groups if text_groups is None else _group_ids(text_groups, batch, "text_groups", labels, device)
-    positives = (image_groups[:, None] == text_groups[None, :]).to(logits_per_image.dtype)  # [N images, N texts]
+    positives = positives_from_groups(image_groups, text_groups, logits_per_image.device)
+    if positives.shape != logits_per_image.shape:
+        raise ValueError(
+            f"{positives.shape[0]} image and {positives.shape[1]} text group labels for logits of shape "
+            f"{tuple(logits_per_image.shape)}: give one group label per item (each image and each caption)"
+        )
+    positives = positives.to(logits_per_image.dtype)
     per_image, per_text = positives.sum(dim=1, keepdim=True), positives.sum(dim=0, keepdim=True)
     if bool((per_image == 0).any()) or bool((per_text == 0).any()):
         raise ValueError(

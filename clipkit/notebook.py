@@ -3,16 +3,22 @@
 - `record_metrics`: the last cell of each notebook; writes the key figures as JSON.
 - `execute`: runs one notebook with papermill (used by `make run` and the notebook tests).
 - `clean`: strips outputs before committing, keeping only cells marked for nbval.
+- `drawing_cells_without_figures`, `figures_missing_from_html`: what a person would miss in an
+  executed notebook or its HTML (the notebook tests count figures with them).
+- `install_kernel`, `lab_command`: the `clipkit` kernel of this environment and JupyterLab (`make lab`).
 
-Command line: ``python -m clipkit.notebook run notebooks/*.ipynb`` or ``... clean notebooks/*.ipynb``.
+Command line: ``python -m clipkit.notebook run notebooks/*.ipynb``, ``... clean notebooks/*.ipynb``,
+``... lab --port 8888``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,6 +31,9 @@ NBVAL_MARKER = "NBVAL_CHECK_OUTPUT"
 KERNEL_NAME = "clipkit"
 KERNEL_DISPLAY_NAME = "Python (clipkit)"
 CELL_TIMEOUT_SECONDS = 600
+# Committed notebooks are nbformat 4.5: every cell carries an id (1-64 of [a-zA-Z0-9-_]).
+NBFORMAT_VERSION = (4, 5)
+CELL_ID_PATTERN = re.compile(r"[a-zA-Z0-9-_]{1,64}")
 
 
 def _plain(value: Any) -> Any:
@@ -99,19 +108,158 @@ def execute(
 
 
 def _render_html(executed: Path) -> Path:
+    """The executed notebook as one HTML page that shows every figure without a kernel or network."""
     import nbconvert
     import nbformat
 
-    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    notebook = nbformat.read(executed, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.from_dict(static) for output in cell.outputs for static in _static_outputs(notebook, output)]
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
     target = executed.with_suffix(".html")
     target.write_text(body)
     return target
 
 
+def _static_outputs(notebook: dict[str, Any], output: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a page can show of one output: a widget holding figures (an `interact`) becomes those
+    figures as they were last drawn, since the page has no kernel to redraw them; an image nbconvert
+    leaves out (an animated GIF) becomes an <img> tag."""
+    data = output.get("data", {})
+    if _WIDGET_VIEW in data:
+        images = _widget_images(notebook, data[_WIDGET_VIEW].get("model_id", ""))
+        if images:
+            return [{"output_type": "display_data", "metadata": {}, "data": {mime: value}} for mime, value in images]
+    for mime, value in _images([output]):
+        if mime not in _NBCONVERT_IMAGES and "text/html" not in data:
+            html = f'<img src="data:{mime};base64,{value.replace(chr(10), "")}">'
+            return [{**output, "data": {**data, "text/html": html}}]
+    return [output]
+
+
+# A code cell draws when its code (comments aside) calls pyplot, a figure or axes, an image
+# helper or a `show_*` function; a cell that legitimately shows nothing says so with this marker
+# and a reason, e.g. `# NO_FIGURE: only draws when a GPU is present`.
+NO_FIGURE_MARKER = "NO_FIGURE"
+_DRAWS = re.compile(
+    r"\bplt\.(?!close\b|rcParams\b|style\b|ioff\b|ion\b)\w+"
+    r"|\b(?:fig|figure|ax|axes)\b(?:\[[^\]]*\])?\.\w+\("
+    r"|\b(?:image_grid|plot_history|imshow|show_\w+)\("
+    r"|\bdisplay\(\s*\w*Image\("
+)
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+_NBCONVERT_IMAGES = ("image/png", "image/jpeg", "image/svg+xml")  # what nbconvert's HTML shows itself
+
+
+def draws(source: str) -> bool:
+    """Whether a code cell's source should put a figure on screen (see `NO_FIGURE_MARKER`)."""
+    if NO_FIGURE_MARKER in source:
+        return False
+    code = "\n".join(line.split("#", 1)[0] for line in source.splitlines())
+    return bool(_DRAWS.search(code))
+
+
+def _first_line(source: str) -> str:
+    return next((line.strip() for line in source.splitlines() if line.strip()), "")
+
+
+def _images(outputs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(mime type, data) of every image in `outputs` (display_data and execute_result)."""
+    return [
+        (mime, "".join(value) if isinstance(value, list) else value)
+        for output in outputs
+        for mime, value in output.get("data", {}).items()
+        if mime.startswith("image/")
+    ]
+
+
+def _widget_images(notebook: dict[str, Any], model_id: str, seen: set[str] | None = None) -> list[tuple[str, str]]:
+    """Images inside a widget (an `interact` box holds an Output widget holding the figure), from the
+    widget state the executor stores in the notebook's metadata."""
+    seen = set() if seen is None else seen
+    states = notebook.get("metadata", {}).get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
+    if model_id in seen or model_id not in states:
+        return []
+    seen.add(model_id)
+    state = states[model_id].get("state", {})
+    found = _images(state.get("outputs", []))
+    for child in state.get("children", []):
+        found += _widget_images(notebook, str(child).removeprefix("IPY_MODEL_"), seen)
+    return found
+
+
+def cell_figures(notebook: dict[str, Any], cell: dict[str, Any]) -> list[tuple[str, str]]:
+    """(mime type, data) of every image a code cell shows: in its outputs or inside its widgets."""
+    found = []
+    for output in cell.get("outputs", []):
+        found += _images([output])
+        if _WIDGET_VIEW in output.get("data", {}):
+            found += _widget_images(notebook, output["data"][_WIDGET_VIEW].get("model_id", ""))
+    return found
+
+
+def _numbered_cells(notebook: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(index in the notebook as committed, cell): the cell papermill injects does not count."""
+    cells = [cell for cell in notebook["cells"] if "injected-parameters" not in cell.get("metadata", {}).get("tags", [])]
+    return list(enumerate(cells))
+
+
+def drawing_cells_without_figures(notebook: dict[str, Any]) -> list[tuple[int, str]]:
+    """(cell index, first line) of every executed code cell that draws (see `draws`) but shows no image.
+
+    Indices count every cell from 0 as in the committed notebook (papermill's injected one aside).
+    """
+    missing = []
+    for index, cell in _numbered_cells(notebook):
+        source = "".join(cell.get("source", ""))
+        if cell["cell_type"] == "code" and draws(source) and not cell_figures(notebook, cell):
+            missing.append((index, _first_line(source)))
+    return missing
+
+
+def figures_missing_from_html(notebook: dict[str, Any], html: str) -> list[tuple[int, str]]:
+    """(cell index, first line) of every code cell with an image that the notebook's HTML page
+    does not show in an <img> tag (or inline, for SVG)."""
+    embedded = {data.replace("\n", "") for data in re.findall(r'<img[^>]*?src="data:image/[\w+.-]+;base64,([^"]+)"', html)}
+    missing = []
+    for index, cell in _numbered_cells(notebook):
+        images = cell_figures(notebook, cell) if cell["cell_type"] == "code" else []
+        if any((data not in html) if mime == "image/svg+xml" else (data.replace("\n", "") not in embedded) for mime, data in images):
+            missing.append((index, _first_line("".join(cell.get("source", "")))))
+    return missing
+
+
+def _cell_id(index: int, source: str) -> str:
+    """A stable id for a cell that has none: derived from its place and text, so re-cleaning gives the same id."""
+    return hashlib.sha1(f"{index}:{source}".encode()).hexdigest()[:12]
+
+
+def assign_cell_ids(cells: list[dict[str, Any]]) -> None:
+    """Give every cell a unique nbformat 4.5 id, keeping the ids cells already carry.
+
+    Jupyter gives random ids to cells without one whenever it saves, so committed notebooks carry
+    them; a missing, invalid or repeated id (a copied cell) gets one derived from place and text.
+    """
+    seen: set[str] = set()
+    for index, cell in enumerate(cells):
+        current = cell.get("id")
+        if not (isinstance(current, str) and CELL_ID_PATTERN.fullmatch(current)) or current in seen:
+            current = _cell_id(index, "".join(cell.get("source", "")))
+            while current in seen:  # identical cells at the same place cannot happen, but be sure
+                current = _cell_id(index, current)
+        cell["id"] = current
+        seen.add(current)
+
+
 def clean(notebook: str | Path) -> bool:
     """Strip outputs, execution counts and run metadata, keeping outputs of nbval-marked cells.
 
-    Returns True when the file changed. Committed notebooks stay small and diff cleanly.
+    Writes nbformat 4.5 with a stable id on every cell, as Jupyter saves it, so saving an unchanged
+    notebook from JupyterLab rewrites nothing (but the kernel's `language_info`, when its Python
+    version differs). Returns True when the file changed.
+    Committed notebooks stay small and diff cleanly; cleaning twice changes nothing.
     """
     path = Path(notebook)
     original = path.read_text()
@@ -120,10 +268,10 @@ def clean(notebook: str | Path) -> bool:
         "kernelspec": {"name": KERNEL_NAME, "display_name": KERNEL_DISPLAY_NAME, "language": "python"},
         "language_info": {"name": "python"},
     }
+    assign_cell_ids(data["cells"])
     for cell in data["cells"]:
         cell.get("metadata", {}).pop("execution", None)
         cell.get("metadata", {}).pop("papermill", None)
-        cell.pop("id", None)
         if cell["cell_type"] != "code":
             continue
         if NBVAL_MARKER in "".join(cell.get("source", "")):
@@ -132,7 +280,7 @@ def clean(notebook: str | Path) -> bool:
             cell["outputs"] = []
         # nbval refuses a reference cell that has outputs but no execution count ("unrun").
         cell["execution_count"] = 1 if cell["outputs"] else None
-    data["nbformat"], data["nbformat_minor"] = 4, 4  # 4.4: no cell ids, so cleaning is idempotent
+    data["nbformat"], data["nbformat_minor"] = NBFORMAT_VERSION
     cleaned = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     if cleaned != original:
         path.write_text(cleaned)
@@ -145,6 +293,41 @@ def _strip_output(output: dict[str, Any]) -> dict[str, Any]:
         output["execution_count"] = 1
         output["metadata"] = {}
     return output
+
+
+def install_kernel() -> Path:
+    """Register this interpreter as the `clipkit` kernel inside its own environment; returns its folder.
+
+    In the environment (sys.prefix), not the user's kernels: two checkouts each run their own
+    code. A system Python whose prefix is not writable gets a user-level kernel instead (it holds
+    one clipkit installation anyway).
+    """
+    from ipykernel.kernelspec import install
+
+    try:
+        return Path(install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix))
+    except PermissionError:
+        print(f"{sys.prefix} is not writable: registering the {KERNEL_NAME!r} kernel for this user", file=sys.stderr)
+        return Path(install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, user=True))
+
+
+def lab_command(port: int, root: str | Path = ".", extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The JupyterLab command `make lab` runs: on 127.0.0.1 (with a token), rooted at the checkout so the
+    file browser reaches tutorials/ too, opening on notebooks/; `--allow-root` where the user is root."""
+    command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={Path(root).resolve()}",
+               "--ServerApp.ip=127.0.0.1", f"--port={port}", "--LabApp.default_url=/lab/tree/notebooks"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    return command + list(extra)
+
+
+def lab_environment() -> dict[str, str]:
+    """The server's environment, which its kernels inherit: the environment's kernels win over
+    same-named user-level ones (a stale `clipkit` kernel from another checkout), and no MPLBACKEND,
+    which would hide every figure."""
+    environment = {**os.environ, "JUPYTER_PREFER_ENV_PATH": "1"}
+    environment.pop("MPLBACKEND", None)
+    return environment
 
 
 def _format_table(rows: list[tuple[str, float, dict[str, Any], str]]) -> str:
@@ -165,8 +348,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--timeout", type=int, default=CELL_TIMEOUT_SECONDS, help="seconds per cell")
     tidy = commands.add_parser("clean", help="strip outputs before committing")
     tidy.add_argument("notebooks", nargs="+", type=Path)
-    args = parser.parse_args(argv)
+    lab = commands.add_parser("lab", help="register the clipkit kernel in this environment and start JupyterLab; "
+                                          "other options go to jupyter lab")
+    lab.add_argument("--port", type=int, default=8888, help="the first port tried (the next free one is taken)")
+    lab.add_argument("--root", type=Path, default=Path("."), help="the folder JupyterLab serves")
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "lab":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
+    if args.command == "lab":
+        print(f"kernel {KERNEL_NAME!r}: {install_kernel()}", flush=True)
+        command = lab_command(args.port, args.root, extra)
+        os.execve(command[0], command, lab_environment())  # the server takes over this process (Ctrl-C stops it)
     if args.command == "clean":
         for path in args.notebooks:
             if clean(path):
@@ -174,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     per_notebook = json.loads(args.parameters.read_text()) if args.parameters else {}
-    os.environ.setdefault("MPLBACKEND", "agg")
+    # Kernels inherit this environment: a MPLBACKEND (agg, say, from a headless shell) would keep
+    # every figure out of the executed notebooks and their HTML. A kernel draws inline on its own.
+    os.environ.pop("MPLBACKEND", None)
     rows, failed = [], 0
     for path in args.notebooks:
         parameters = per_notebook.get(path.as_posix(), {})

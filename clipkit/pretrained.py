@@ -3,7 +3,7 @@
 `load_open_clip("ViT-B-32", pretrained="laion2b_s34b_b79k")` fetches real CLIP weights through
 open_clip (it caches them under ~/.cache/huggingface) and wraps the model so everything written for
 `MiniCLIP` works on it unchanged: `encode_image` / `encode_text`, `logit_scale`, `forward`,
-`tokenizer`, `preprocess`, `clipkit.model.embed_texts` / `embed_images`, the zero-shot and search
+`tokenizer`, `preprocess`, `clipkit.interface.embed_texts` / `embed_images`, the zero-shot and search
 helpers. `pretrained` may instead be a local weights file (`.safetensors`, `.bin`, `.pt`), which is
 how offline machines use it; `pretrained=None` gives a randomly initialised model (for tests and
 for looking at the architecture). `clipkit.interop.miniclip_from_openclip` goes one step further
@@ -13,25 +13,28 @@ and copies the weights into the MiniCLIP a student built (`OpenCLIPModel.to_mini
 from __future__ import annotations
 
 import difflib
-import math
+import logging
 import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
+from clipkit.interface import CLIPBase
 from clipkit.tokenizer import OpenCLIPTokenizer
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-MAX_LOGIT_SCALE = math.log(100)  # the clamp CLIP trained with, as in MiniCLIP
 
 
 class PretrainedWeightsUnavailableError(RuntimeError):
     """open_clip could not fetch a pretrained tag's weights (offline, or the hub unreachable)."""
 
 
-class OpenCLIPModel(nn.Module):
-    """An open_clip CLIP wrapped in the clipkit model interface (see DEVELOPERS.md).
+class OpenCLIPModel(CLIPBase):
+    """An open_clip CLIP wrapped in the clipkit model interface (`clipkit.interface.CLIPBase`).
 
     `model` is the open_clip module itself, for anything open_clip-specific; `name` and
     `pretrained` record where the weights came from.
@@ -47,7 +50,7 @@ class OpenCLIPModel(nn.Module):
         self.pretrained = pretrained
         self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
         self.tokenizer = OpenCLIPTokenizer(context_length=int(model.context_length))
-        self.preprocess = open_clip.image_transform(
+        self._preprocess = open_clip.image_transform(
             self.preprocess_cfg["size"],
             is_train=False,
             mean=self.preprocess_cfg["mean"],
@@ -56,12 +59,20 @@ class OpenCLIPModel(nn.Module):
             resize_mode=self.preprocess_cfg.get("resize_mode"),
         )
 
+    def describe(self) -> dict:
+        return {"model": self.name, "pretrained": self.pretrained}
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, pretrained={self.pretrained!r}"
 
     @property
     def logit_scale(self) -> nn.Parameter:
         return self.model.logit_scale
+
+    @property
+    def preprocess(self):
+        """open_clip's own eval transform (its resize mode and interpolation), not clipkit's."""
+        return self._preprocess
 
     @property
     def image_size(self) -> int:
@@ -80,24 +91,16 @@ class OpenCLIPModel(nn.Module):
     def embed_dim(self) -> int:
         return int(self.model.visual.output_dim)
 
-    @property
-    def device(self) -> torch.device:
-        return self.logit_scale.device
-
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         return self.model.encode_image(images, normalize=normalize)
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         return self.model.encode_text(tokens, normalize=normalize)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image_features = self.encode_image(images, normalize=True)
-        text_features = self.encode_text(tokens, normalize=True)
-        scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-        logits_per_image = (scale * image_features) @ text_features.T  # [B_images, B_texts]
-        if getattr(self.model, "logit_bias", None) is not None:  # SigLIP-style models add a learnt bias
-            logits_per_image = logits_per_image + self.model.logit_bias
-        return logits_per_image, logits_per_image.T
+    def similarity_logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        logits = super().similarity_logits(image_features, text_features)  # [B_images, B_texts]
+        bias = getattr(self.model, "logit_bias", None)  # SigLIP-style models add a learnt bias; CLIPs have none
+        return logits if bias is None else logits + bias
 
     def to_miniclip(self):
         """A `clipkit.model.MiniCLIP` with these weights (ViT towers only; see clipkit.interop)."""
@@ -138,8 +141,62 @@ def _looks_like_path(pretrained: str | os.PathLike) -> bool:
     return isinstance(pretrained, os.PathLike) or os.sep in text or text.endswith(WEIGHT_SUFFIXES) or Path(text).exists()
 
 
-def _offline_hint(name: str, tag: str) -> str:
-    reason = "HF_HUB_OFFLINE=1 is set" if os.environ.get("HF_HUB_OFFLINE") == "1" else "the hub could not be reached"
+# How long the connectivity probe waits before calling the weights' host unreachable. Without it, a
+# machine with no network spends about a minute in the hub client's retries before failing.
+PROBE_SECONDS = 3.0
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _weights_host(pretrained_cfg: dict) -> str | None:
+    """The host open_clip would download a tag's weights from (the Hugging Face hub or the tag's URL)."""
+    if pretrained_cfg.get("hf_hub"):
+        from huggingface_hub import constants
+
+        return urlparse(constants.ENDPOINT).hostname
+    return urlparse(pretrained_cfg.get("url", "")).hostname
+
+
+def host_reachable(host: str | None, timeout: float = PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to `host`:443 opens within `timeout` seconds. Behind a proxy the
+    direct probe says nothing, so it answers True and leaves the download to decide."""
+    if host is None or any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return True
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _hub_offline_unless(reachable: bool):
+    """The Hugging Face hub client in offline mode (cache only, no retries) while the host is
+    unreachable; open_clip's "failed to download" log line is left out, the error says it once."""
+    from huggingface_hub import constants
+
+    quiet = _DropDownloadFailures()
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = previous or not reachable
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+        logging.getLogger().removeFilter(quiet)
+
+
+class _DropDownloadFailures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to download weights")
+
+
+def _offline_hint(name: str, tag: str, reachable: bool = True) -> str:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        reason = "HF_HUB_OFFLINE=1 is set and they are not in the local cache"
+    elif not reachable:
+        reason = "this machine cannot reach the hub and they are not in the local cache"
+    else:
+        reason = "the download failed"
     return (
         f"could not fetch the pretrained weights of {name!r} (tag {tag!r}): {reason}. On a machine with internet, "
         f"load_open_clip({name!r}, pretrained={tag!r}) downloads and caches them; offline, copy the weights file "
@@ -182,10 +239,15 @@ def load_open_clip(
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in tags:
             raise ValueError(f"{name!r} has no pretrained tag {pretrained!r}; open_clip knows {tags}, or pass a weights file path")
+        # A quick probe first: offline, the hub client answers from its cache at once instead of retrying.
+        reachable = host_reachable(_weights_host(open_clip.get_pretrained_cfg(name, pretrained)))
         try:
-            model = open_clip.create_model(name, pretrained=pretrained, device="cpu", cache_dir=cache_dir, require_pretrained=True)
+            with _hub_offline_unless(reachable):
+                model = open_clip.create_model(name, pretrained=pretrained, device="cpu", cache_dir=cache_dir, require_pretrained=True)
         except (RuntimeError, OSError) as error:
-            raise PretrainedWeightsUnavailableError(_offline_hint(name, str(pretrained))) from error
+            if reachable:
+                raise PretrainedWeightsUnavailableError(f"{_offline_hint(name, str(pretrained))} ({error})") from error
+            raise PretrainedWeightsUnavailableError(_offline_hint(name, str(pretrained), reachable=False)) from None
     wrapped = OpenCLIPModel(model.float(), name, None if pretrained is None else str(pretrained)).eval()
     return wrapped.to(device) if device is not None else wrapped
 

@@ -18,13 +18,14 @@ The model is never changed: no parameter gradients are kept and its train/eval m
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipkit.data.transforms import normalize_images, resize_images
+from clipkit.image_encoder import ConvEncoder, VisionTransformer
+from clipkit.interface import CLIPBase, embed_texts
+from clipkit.prompts import class_prompts
 
 
 def as_float_image(image) -> torch.Tensor:
@@ -46,11 +47,9 @@ def as_float_image(image) -> torch.Tensor:
     return image
 
 
-def text_embedding(model, text) -> torch.Tensor:
+def text_embedding(model: CLIPBase, text) -> torch.Tensor:
     """The caption's unit embedding [D]: `text` is a caption, a list of captions (their unit embeddings
     averaged and normalised again, like a prompt ensemble) or an embedding [D] already."""
-    from clipkit.model import embed_texts
-
     if isinstance(text, torch.Tensor):
         if text.ndim != 1:
             raise ValueError(f"a text embedding must be one vector [D], got shape {tuple(text.shape)}")
@@ -61,35 +60,20 @@ def text_embedding(model, text) -> torch.Tensor:
     return F.normalize(embed_texts(model, texts).mean(dim=0), dim=-1)
 
 
-@contextmanager
-def _eval_mode(model):
-    """Eval mode for the duration (BatchNorm must not learn from a saliency request), then as before."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def _on_model(model, pixels: torch.Tensor) -> torch.Tensor:
+def _on_model(model: CLIPBase, pixels: torch.Tensor) -> torch.Tensor:
     """Pixels on the model's device, in its dtype (float64 models are how the tests check gradients)."""
-    parameter = next(model.parameters())
-    return pixels.to(device=parameter.device, dtype=parameter.dtype)
+    return pixels.to(device=model.device, dtype=model.logit_scale.dtype)
 
 
-def _model_input(model, pixels: torch.Tensor) -> torch.Tensor:
-    """Float [B, 3, H, W] in [0, 1] -> the model's normalised input, differentiably."""
-    return normalize_images(resize_images(pixels, model.image_size), model.image_mean, model.image_std)
-
-
-def similarity_gradient(model, image, text) -> torch.Tensor:
+def similarity_gradient(model: CLIPBase, image, text) -> torch.Tensor:
     """d cos(image embedding, caption embedding) / d pixels, [3, H, W] at the image's own resolution
     (pixels in [0, 1]); the raw material of `gradient_saliency`."""
     pixels = _on_model(model, as_float_image(image)[None]).requires_grad_(True)  # [3, H, W] -> [1, 3, H, W]
     target = text_embedding(model, text).to(pixels)
-    with _eval_mode(model), torch.enable_grad():
-        similarity = F.normalize(model.encode_image(_model_input(model, pixels)), dim=-1) @ target
+    # Eval mode (BatchNorm must not learn from a saliency request) without parameter gradients; the
+    # gradient wanted is the pixels', so autograd is switched back on inside.
+    with model.evaluating(), torch.enable_grad():
+        similarity = F.normalize(model.encode_image(model.to_model_input(pixels)), dim=-1) @ target
         (gradient,) = torch.autograd.grad(similarity.sum(), pixels)
     return gradient[0]
 
@@ -145,10 +129,11 @@ def _own_values_block(block, hidden: torch.Tensor) -> torch.Tensor:
     return hidden + block.mlp(block.mlp_norm(hidden))
 
 
-def _projected_tokens(model, pixels: torch.Tensor, mode: str) -> torch.Tensor:
-    """Every spatial token of the image tower, taken to the shared space: [B, h, w, D]."""
+def _projected_tokens(model: CLIPBase, pixels: torch.Tensor, mode: str) -> torch.Tensor:
+    """Every spatial token of the image tower, taken to the shared space: [B, h, w, D]. Only clipkit's
+    own towers (a MiniCLIP's `visual`) expose their tokens; other models' image towers are opaque."""
     visual = getattr(model, "visual", None)
-    if hasattr(visual, "transformer") and hasattr(visual, "ln_post"):  # clipkit's VisionTransformer
+    if isinstance(visual, VisionTransformer):
         hidden = visual.tokens(pixels)  # [B, 1 + grid², width]
         blocks = list(visual.transformer.blocks)
         for block in blocks[:-1] if mode == "values" else blocks:
@@ -157,12 +142,12 @@ def _projected_tokens(model, pixels: torch.Tensor, mode: str) -> torch.Tensor:
             hidden = _own_values_block(blocks[-1], hidden)
         patches = visual.projection(visual.ln_post(hidden[:, 1:]))  # [B, grid², D]: LayerNorm acts per token
         return patches.view(len(pixels), visual.grid_size, visual.grid_size, -1)  # [B, grid², D] -> [B, g, g, D]
-    if hasattr(visual, "feature_maps") and hasattr(visual, "projection"):  # clipkit's ConvEncoder
+    if isinstance(visual, ConvEncoder):
         if mode != "tokens":
             raise ValueError(f"mode={mode!r} changes a ViT's last attention; a CNN has none (its map is exact): use mode='tokens'")
         maps = visual.feature_maps(pixels)  # [B, C, h, w]
         positions = maps.permute(0, 2, 3, 1)  # [B, C, h, w] -> [B, h, w, C]
-        if getattr(visual, "pool", "mean") == "centroid":
+        if visual.pool == "centroid":
             # only the mean's third of the projection splits into per-position shares; the centroids
             # (where each channel fires) belong to no one position and are left out
             return positions @ visual.projection.weight[:, : maps.shape[1]].T  # [B, h, w, D]
@@ -188,8 +173,8 @@ def patch_similarity(model, image, text, normalize: bool = True, mode: str = "to
         raise ValueError(f"mode must be one of {PATCH_MODES}, got {mode!r}")
     pixels = _on_model(model, as_float_image(image)[None])  # [3, H, W] -> [1, 3, H, W]
     target = text_embedding(model, text).to(pixels)
-    with _eval_mode(model):
-        tokens = _projected_tokens(model, _model_input(model, pixels), mode)[0]  # [h, w, D]
+    with model.evaluating():
+        tokens = _projected_tokens(model, model.to_model_input(pixels), mode)[0]  # [h, w, D]
     if normalize:
         tokens = F.normalize(tokens, dim=-1)
     return (tokens @ target).cpu()
@@ -216,6 +201,4 @@ def overlay(image, saliency: torch.Tensor, alpha: float = 0.7, cmap: str = "infe
 
 def top_label_text(label: str, templates: Sequence[str]) -> list[str]:
     """The captions a zero-shot label was scored with: the label in each template ("a {}" -> "a red circle")."""
-    from clipkit.zeroshot import class_prompts
-
     return [class_prompts([label], template)[0] for template in templates]

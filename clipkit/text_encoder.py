@@ -1,131 +1,21 @@
 """The text tower: token + positional embeddings, a causal pre-LayerNorm Transformer, pooling at
 the end-of-text token, and a linear projection into the shared embedding space.
 
-The residual attention block and the Transformer stack defined here are shared with the
-Vision Transformer in `clipkit.image_encoder` (notebook 02 builds them first; notebook 03 reuses
-them). The structure follows openai/CLIP's model.py so that `clipkit.interop` can map released
-weights onto it one tensor at a time; the names are our own.
+The Transformer itself lives in `clipkit.transformer`, shared with the Vision Transformer in
+`clipkit.image_encoder` (notebook 02 builds it first; notebook 03 reuses it). The structure
+follows openai/CLIP's model.py so that `clipkit.interop` can map released weights onto it one
+tensor at a time; the names are our own.
 """
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:  # the configs live in clipkit.model, which imports this module
-    from clipkit.model import TextConfig
+from clipkit.config import TextConfig
+from clipkit.transformer import Transformer
 
-ACTIVATIONS = ("gelu", "quick_gelu")
 POOLINGS = ("eot", "argmax")
-
-
-class QuickGELU(nn.Module):
-    """x * sigmoid(1.702 x): the GELU approximation OpenAI trained CLIP with.
-
-    Released OpenAI weights only reproduce their embeddings with this activation, which is why
-    open_clip keeps "-quickgelu" variants of its configs; new models train fine with exact GELU.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-def make_activation(name: str) -> nn.Module:
-    if name == "gelu":
-        return nn.GELU()
-    if name == "quick_gelu":
-        return QuickGELU()
-    raise ValueError(f"unknown activation {name!r}: use one of {ACTIVATIONS}")
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection and PyTorch's fused attention kernel.
-
-    One Linear for q, k and v (laid out like nn.MultiheadAttention's in_proj_weight, so weights
-    convert by copying) means one matmul instead of three; `F.scaled_dot_product_attention` with
-    `is_causal` builds the causal mask inside the kernel instead of adding a [L, L] tensor of -inf.
-    """
-
-    def __init__(self, width: int, heads: int, causal: bool):
-        super().__init__()
-        if width % heads:
-            raise ValueError(f"width {width} is not divisible by heads {heads}: pick heads that divide the width")
-        self.heads = heads
-        self.causal = causal
-        self.qkv = nn.Linear(width, 3 * width)
-        self.out_proj = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, width = x.shape
-        qkv = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads)  # [B, L, 3, H, Dh]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, L, Dh]
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # [B, H, L, Dh]
-        attended = attended.transpose(1, 2).reshape(batch, length, width)  # [B, L, H * Dh]
-        return self.out_proj(attended)
-
-
-class MLP(nn.Module):
-    def __init__(self, width: int, mlp_ratio: float, act: str):
-        super().__init__()
-        hidden = int(width * mlp_ratio)
-        self.fc_in = nn.Linear(width, hidden)
-        self.act = make_activation(act)
-        self.fc_out = nn.Linear(hidden, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc_out(self.act(self.fc_in(x)))
-
-
-class ResidualAttentionBlock(nn.Module):
-    """Pre-LayerNorm block: x + attention(norm(x)), then x + mlp(norm(x)).
-
-    Normalising before each sub-layer (rather than after the residual sum) keeps the residual
-    stream an identity path, which is what lets deep stacks train without warm-up tricks.
-    """
-
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, act: str = "gelu", causal: bool = False):
-        super().__init__()
-        self.attention_norm = nn.LayerNorm(width)
-        self.attention = SelfAttention(width, heads, causal)
-        self.mlp_norm = nn.LayerNorm(width)
-        self.mlp = MLP(width, mlp_ratio, act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x))
-        return x + self.mlp(self.mlp_norm(x))
-
-
-class Transformer(nn.Module):
-    """A stack of residual attention blocks on [batch, length, width] tensors."""
-
-    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0, act: str = "gelu", causal: bool = False):
-        super().__init__()
-        self.width = width
-        self.blocks = nn.ModuleList(ResidualAttentionBlock(width, heads, mlp_ratio, act, causal) for _ in range(layers))
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """OpenAI's scheme: output projections shrink with depth so the residual stream's variance
-        stays about constant however many blocks add to it."""
-        attention_std = self.width**-0.5
-        output_std = attention_std * (2 * max(len(self.blocks), 1)) ** -0.5
-        fc_std = (2 * self.width) ** -0.5
-        for block in self.blocks:
-            nn.init.normal_(block.attention.qkv.weight, std=attention_std)
-            nn.init.zeros_(block.attention.qkv.bias)
-            nn.init.normal_(block.attention.out_proj.weight, std=output_std)
-            nn.init.zeros_(block.attention.out_proj.bias)
-            nn.init.normal_(block.mlp.fc_in.weight, std=fc_std)
-            nn.init.normal_(block.mlp.fc_out.weight, std=output_std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
 
 
 class TextEncoder(nn.Module):
@@ -202,14 +92,3 @@ class TextEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.projection(self.pool(self.hidden_states(tokens), tokens))
-
-
-def attention_weights(q: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) with the causal mask, [..., L, L]: what the fused kernel computes but
-    never materialises. For drawing attention maps and for checking the kernel by hand."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if causal:
-        length = q.shape[-2]
-        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
-        scores = scores.masked_fill(future, float("-inf"))
-    return scores.softmax(dim=-1)

@@ -1,13 +1,15 @@
 """Tokenizers: text -> fixed-length rows of token ids, as CLIP's text encoder reads them.
 
-Three tokenizers share one interface (see DEVELOPERS.md):
+Four tokenizers share one interface (see DEVELOPERS.md):
 - `WordTokenizer`: one id per word seen in the captions, `<unk>` for the rest. The simplest thing
   that works on a small closed vocabulary like the shapes world's.
 - `BPETokenizer`: byte-level byte-pair encoding trained on the captions (after minbpe). Every
   string encodes, unknown words included, as pieces learnt from frequent byte pairs.
 - `OpenCLIPTokenizer`: open_clip's 49,408-token BPE, for pretrained models.
+- `SentenceTokenizer`: a sentence model's WordPiece (BERT's layout: [CLS] ids [SEP], padded with
+  0), for LiT's frozen text tower (`clipkit.lit`).
 
-Layout of ids, mirroring open_clip so code written for one works for all: 0 pads, the start token
+Layout of ids (SentenceTokenizer keeps BERT's), mirroring open_clip so code written for one works for all: 0 pads, the start token
 is `vocab_size - 2` and the end token `vocab_size - 1` (the largest id, like open_clip's 49407).
 A row is `[sot, ids..., eot, 0, 0, ...]`; a text too long keeps its first ids and ends with eot,
 so the text encoder, which pools at the end token (the row's argmax), always finds it.
@@ -15,6 +17,7 @@ so the text encoder, which pools at the end token (the row's argmax), always fin
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import warnings
@@ -55,6 +58,11 @@ class Tokenizer:
     def to_dict(self) -> dict:
         """A JSON-ready spec that `build_tokenizer` turns back into this tokenizer."""
         raise NotImplementedError
+
+    def unknown_words(self, texts: Sequence[str]) -> list[str]:
+        """Words of `texts` this tokenizer would read as "unknown", sorted. Byte-level tokenizers
+        spell out any word, so only word-level ones ever return some."""
+        return []
 
     def pieces(self, text: str) -> list[str]:
         """The text of each token of `text`: shows how the tokenizer cuts it."""
@@ -151,6 +159,9 @@ class WordTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         return [self._ids.get(word, self.unk_token_id) for word in self.split(text)]
+
+    def unknown_words(self, texts: Sequence[str]) -> list[str]:
+        return sorted({word for text in texts for word in self.split(text) if word not in self._ids})
 
     def decode(self, ids: Iterable[int]) -> str:
         words = [self.vocab[token] for token in self._content_ids(ids)]
@@ -321,3 +332,65 @@ def build_tokenizer(spec: dict) -> Tokenizer:
     if kind == OpenCLIPTokenizer.kind:
         return OpenCLIPTokenizer(**options)
     raise ValueError(f"unknown tokenizer kind {kind!r}; known kinds: 'word', 'bpe', 'open_clip'")
+
+
+def unknown_words_message(tokenizer: Tokenizer, unknown: Sequence[str]) -> str:
+    """One paragraph for people: which words the model cannot read, close ones it can, examples."""
+    known_words = list(getattr(tokenizer, "words", []))
+    # Frequent content words say more about the vocabulary than "a", "of" or punctuation.
+    examples = [word for word in known_words if word.isalpha() and len(word) > 3][:12]
+    hints = []
+    for word in unknown:
+        close = difflib.get_close_matches(word, known_words, n=3)
+        if close:
+            hints.append(f"{word!r}: did you mean {', '.join(close)}?")
+    return (
+        f"the model's word-level tokenizer does not know {list(unknown)}, which it would read as <unk> "
+        "(a token meaning 'some word I never saw'). "
+        + (" ".join(hints) + " " if hints else "")
+        + f"Use words it knows, e.g. {', '.join(examples)} ({len(known_words)} words in all)."
+    )
+
+
+def check_known_words(tokenizer: Tokenizer, texts: Sequence[str]) -> None:
+    """Refuse texts with words a word-level tokenizer would read as <unk> (they would steer or
+    classify towards nothing in particular), naming the unknown words and some the model knows."""
+    unknown = tokenizer.unknown_words(list(texts))
+    if unknown:
+        raise ValueError(unknown_words_message(tokenizer, unknown))
+
+
+class SentenceTokenizer(Tokenizer):
+    """A Hugging Face WordPiece tokenizer (a sentence model's, as LiT's frozen text tower reads it)
+    behind the clipkit interface: rows [CLS] ids [SEP] 0 0 ...
+
+    BERT pads with id 0 as clipkit does, so `tokens != 0` is the attention mask; [CLS] and [SEP]
+    play the start and end tokens. Too-long texts are cut with the usual TextTruncatedWarning.
+    """
+
+    kind = "sentence_transformers"
+
+    def __init__(self, hf_tokenizer, context_length: int = 32, source: str | None = None):
+        if hf_tokenizer.pad_token_id != self.pad_token_id:
+            raise ValueError(f"this tokenizer pads with id {hf_tokenizer.pad_token_id}; SentenceTokenizer needs padding id 0")
+        self._tokenizer = hf_tokenizer
+        self.vocab_size = len(hf_tokenizer)
+        self.context_length = context_length
+        self.source = source
+
+    @property
+    def sot_token_id(self) -> int:
+        return self._tokenizer.cls_token_id
+
+    @property
+    def eot_token_id(self) -> int:
+        return self._tokenizer.sep_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids) -> str:
+        return self._tokenizer.decode(self._content_ids(ids))
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "context_length": self.context_length, "source": self.source}

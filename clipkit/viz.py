@@ -1,12 +1,40 @@
-"""Plots the notebooks share: image grids with captions, and training curves."""
+"""Plots the notebooks share: image grids with captions, and training curves.
+
+Both return their matplotlib Figure and show it once in a notebook, whether or not the cell ends
+with `plt.show()` or with the call itself.
+"""
 
 from __future__ import annotations
 
+import io
 import textwrap
 from typing import Sequence
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+
+
+class NotebookFigure(Figure):
+    """A pyplot figure that a notebook shows exactly once.
+
+    In a notebook, pyplot shows every open figure when the cell ends, and a plain Figure left as
+    the cell's value is drawn a second time as that value. This one draws itself and leaves pyplot,
+    so whichever comes first shows it and the other finds nothing to show.
+    """
+
+    def _ipython_display_(self) -> None:
+        import matplotlib
+        import matplotlib.pyplot as plt
+        from IPython.display import Image, display
+
+        if plt.fignum_exists(self.number):
+            if "inline" not in matplotlib.get_backend():
+                return  # a window or a widget backend shows open figures itself
+            plt.close(self)
+        png = io.BytesIO()
+        self.savefig(png, format="png", bbox_inches="tight")
+        display(Image(data=png.getvalue(), format="png"))
 
 
 def to_display_array(image) -> np.ndarray:
@@ -43,6 +71,7 @@ def image_grid(
         ncols,
         figsize=(ncols * cell_inches, nrows * (cell_inches + 0.16 * caption_lines)),
         squeeze=False,
+        FigureClass=NotebookFigure,
     )
     for index, axis in enumerate(axes.flat):
         axis.axis("off")
@@ -69,7 +98,7 @@ def plot_history(history: dict[str, Sequence[float]], keys: Sequence[str] | None
     keys = [k for k in keys if history.get(k)]
     columns = min(4, len(keys))
     rows = -(-len(keys) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False, FigureClass=NotebookFigure)
     for axis in axes.flat[len(keys):]:
         axis.axis("off")
     for axis, key in zip(axes.flat, keys):

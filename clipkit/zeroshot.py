@@ -4,11 +4,13 @@ CLIP never sees a label during training, yet it classifies: put each class name 
 ("a photo of a {}"), embed the captions with the text tower, and the class whose caption is nearest
 an image's embedding wins. The CLIP paper (Radford et al., 2021, section 3.1.4) embeds every class
 through many templates, L2-normalises each, averages them and normalises again: the "prompt
-ensemble" that `zeroshot_classifier` builds.
+ensemble" that `zeroshot_classifier` builds from the templates in `clipkit.prompts`.
 
 Scoring and metrics (`zeroshot_logits`, `topk_accuracy`, `per_class_accuracy`, `confusion_matrix`,
 `calibrated_logits`) are pure functions of tensors; only `zeroshot_classifier`,
-`evaluate_zeroshot` and `binding_probe_accuracy` run a model.
+`evaluate_zeroshot` and `compare_templates` run a model, always through `clipkit.interface.embed_texts`
+/ `embed_images`, which run it in `model.evaluating()` (eval mode, no gradients, mode restored). The compositional probes of the shapes
+world (held-out pairs, attribute binding) live in `clipkit.evaluate`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from clipkit.interface import embed_images, embed_texts
+from clipkit.prompts import check_templates, class_prompts
 
 
 def _check_class_names(class_names: Sequence[str]) -> list[str]:
@@ -44,27 +49,6 @@ def _check_class_names(class_names: Sequence[str]) -> list[str]:
     return names
 
 
-def _check_templates(templates: Sequence[str]) -> list[str]:
-    if isinstance(templates, str):
-        templates = [templates]
-    templates = list(templates)
-    if not templates:
-        raise ValueError('templates is empty: pass at least one, e.g. ("a photo of a {}.",)')
-    for template in templates:
-        if not isinstance(template, str) or template.count("{}") != 1:
-            raise ValueError(f"each template needs exactly one '{{}}' where the class name goes, got {template!r}")
-    return templates
-
-
-def class_prompts(class_names: Sequence[str], template: str) -> list[str]:
-    """`template` filled with each class name, "a" made "an" before a vowel as captions are written
-    ("a {}" + "orange hexagon" -> "an orange hexagon")."""
-    from clipkit.data.shapes import with_articles
-
-    return [with_articles(template.format(name)) for name in class_names]
-
-
-@torch.no_grad()
 def zeroshot_classifier(
     model, class_names: Sequence[str], templates: Sequence[str] = ("a {}",), batch_size: int = 256
 ) -> torch.Tensor:
@@ -72,12 +56,10 @@ def zeroshot_classifier(
     embeddings averaged over templates and normalised again (the CLIP paper's prompt ensemble).
 
     Prompts are made by `class_prompts`. A name longer than the tokenizer's context is cut, with the
-    tokenizer's TextTruncatedWarning. Works with any model `clipkit.model.embed_texts` accepts.
+    tokenizer's TextTruncatedWarning. Works with any model `clipkit.interface.embed_texts` accepts.
     """
-    from clipkit.model import embed_texts
-
     names = _check_class_names(class_names)
-    templates = _check_templates(templates)
+    templates = check_templates(templates)
     by_template = [class_prompts(names, template) for template in templates]
     prompts = [by_template[t][c] for c in range(len(names)) for t in range(len(templates))]  # class-major
     embeddings = embed_texts(model, prompts, batch_size=batch_size)  # [C * T, D], unit rows
@@ -87,7 +69,7 @@ def zeroshot_classifier(
 
 def zeroshot_logits(image_embeddings: torch.Tensor, classifier: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """Cosine similarities [N, C] of images [N, D] to class weights [C, D], times `scale`
-    (pass `model.logit_scale.exp()` for CLIP's softmax temperature; argmax is the same either way)."""
+    (pass `model.logit_scale_exp()` for CLIP's softmax temperature; argmax is the same either way)."""
     if image_embeddings.ndim != 2 or classifier.ndim != 2:
         raise ValueError(
             f"expected image embeddings [N, D] and a classifier [C, D], got {tuple(image_embeddings.shape)} "
@@ -123,41 +105,6 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
     ranked = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices  # [N, k]
     hits = (ranked == labels[:, None]).cumsum(dim=1) > 0  # [N, k]: label within the first j + 1
     return {f"top{k}": float(hits[:, min(k, hits.shape[1]) - 1].float().mean()) for k in ks}
-
-
-# --- prompt templates, plain data ------------------------------------------------------------
-# CLIP-paper-style ensembles: the class name in several sentences a caption might use. The shapes
-# list mirrors the shapes world's caption styles; the Fashion-MNIST one its photo descriptions; the
-# photo list is the 7 templates OpenAI found best for ImageNet (CLIP repo, Prompt_Engineering notebook).
-
-TEMPLATES: dict[str, tuple[str, ...]] = {
-    "shapes": (
-        "{}",
-        "a {}",
-        "a picture of a {}",
-        "a simple drawing of a {} on a dark background",
-        "an image showing a {}",
-        "there is a {}",
-    ),
-    "fashion-mnist": (
-        "a {}",
-        "a photo of a {}",
-        "a grayscale photo of a {}",
-        "a small black and white picture of a {}",
-        "a low-resolution image of a {}",
-        "a product photo of a {} on a black background",
-        "this is a {}",
-    ),
-    "photos": (
-        "itap of a {}.",
-        "a bad photo of the {}.",
-        "a origami {}.",
-        "a photo of the large {}.",
-        "a {} in a video game.",
-        "art of the {}.",
-        "a photo of the small {}.",
-    ),
-}
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -223,7 +170,6 @@ def report_from_logits(
     )
 
 
-@torch.no_grad()
 def evaluate_zeroshot(
     model,
     images,
@@ -234,15 +180,12 @@ def evaluate_zeroshot(
     batch_size: int = 256,
 ) -> ZeroShotReport:
     """Zero-shot top-k, per-class accuracy and confusion of `model` on labelled `images`
-    (anything `clipkit.model.embed_images` takes: uint8 or float tensors, a PIL list)."""
-    from clipkit.model import embed_images
-
+    (anything `clipkit.interface.embed_images` takes: uint8 or float tensors, a PIL list)."""
     classifier = zeroshot_classifier(model, class_names, templates, batch_size)
     image_embeddings = embed_images(model, images, batch_size=batch_size)
     return report_from_logits(zeroshot_logits(image_embeddings, classifier), labels, class_names, ks)
 
 
-@torch.no_grad()
 def compare_templates(
     model, images, labels: torch.Tensor, class_names: Sequence[str], templates: Sequence[str], batch_size: int = 256
 ) -> list[dict]:
@@ -250,9 +193,7 @@ def compare_templates(
 
     Rows {"template": ..., "top1": ...}, the ensemble last as "ensemble of N"; images are embedded once.
     """
-    from clipkit.model import embed_images
-
-    templates = _check_templates(templates)
+    templates = check_templates(templates)
     image_embeddings = embed_images(model, images, batch_size=batch_size)
 
     def top1(chosen: Sequence[str]) -> float:
@@ -343,92 +284,3 @@ def choose_gamma(
         raise ValueError("gammas is empty: pass candidate values, or None for the default grid")
     best = max(rows, key=lambda row: (row["harmonic"], -row["gamma"]))
     return best["gamma"], rows
-
-
-# --- compositional probes on the shapes world --------------------------------------------------
-
-
-@torch.no_grad()
-def compositional_zeroshot(
-    model, world, n: int = 512, seed: int = 1000, templates: Sequence[str] = TEMPLATES["shapes"], batch_size: int = 256
-) -> dict[str, float]:
-    """Zero-shot top-1 on one-object shapes images, the way notebook 06 and training report it:
-
-    - `seen`: images of training pairs, labels = all pairs;
-    - `heldout_vs_heldout`: images of held-out pairs, labels = held-out pairs only (classic zero-shot);
-    - `heldout_vs_all`: the same images, labels = all pairs (generalised zero-shot, where seen pairs
-      tempt the model), and `harmonic` of seen and held-out accuracy;
-    - `gamma` chosen on a validation sample (seed + 1) and the calibrated `seen_calibrated`,
-      `heldout_calibrated`, `harmonic_calibrated` on the test sample (seed).
-    """
-    from clipkit.model import embed_images
-
-    classifier = zeroshot_classifier(model, world.class_names, templates, batch_size)
-    seen_mask = torch.ones(len(world.pairs), dtype=torch.bool)
-    heldout_ids = torch.from_numpy(world.pair_ids("heldout"))
-    seen_mask[heldout_ids] = False
-
-    def scored(sample_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        samples = [world.sample(n, seed=sample_seed, split=split, objects=1) for split in ("train", "heldout")]
-        images = torch.cat([sample.images for sample in samples])
-        labels = torch.cat([sample.labels for sample in samples])
-        return zeroshot_logits(embed_images(model, images, batch_size).cpu(), classifier.cpu()), labels
-
-    logits, labels = scored(seed)
-    gamma, _ = choose_gamma(*scored(seed + 1), seen_mask)
-    heldout = ~seen_mask[labels]
-    heldout_only = logits[heldout][:, heldout_ids]  # [n_heldout_images, n_heldout_pairs]
-    remap = torch.full((len(world.pairs),), -1, dtype=torch.long)
-    remap[heldout_ids] = torch.arange(len(heldout_ids))
-    plain = generalized_accuracy(logits, labels, seen_mask)
-    calibrated = generalized_accuracy(calibrated_logits(logits, seen_mask, gamma), labels, seen_mask)
-    return {
-        "seen": plain["seen"],
-        "heldout_vs_heldout": topk_accuracy(heldout_only, remap[labels[heldout]], ks=(1,))["top1"],
-        "heldout_vs_all": plain["unseen"],
-        "harmonic": plain["harmonic"],
-        "gamma": gamma,
-        "seen_calibrated": calibrated["seen"],
-        "heldout_calibrated": calibrated["unseen"],
-        "harmonic_calibrated": calibrated["harmonic"],
-    }
-
-
-def binding_accuracy(
-    images: torch.Tensor, swapped_images: torch.Tensor, captions: torch.Tensor, swapped_captions: torch.Tensor
-) -> dict[str, float]:
-    """Attribute-binding scores from embeddings [N, D] of a `BindingProbe` (Winoground's scores):
-
-    - `text`: each image scores its own caption above the swapped one (both images of every pair
-      are asked); chance 0.5;
-    - `image`: each caption scores its own image above the swapped one; chance 0.5;
-    - `group`: all four comparisons of a pair right; chance 1/6 for random scores.
-    A bag-of-words model sees the same words in both captions and sits near chance.
-    """
-    def cos(a, b):
-        return (F.normalize(a.float(), dim=-1) * F.normalize(b.float(), dim=-1)).sum(dim=-1)  # [N]
-
-    s_ii, s_is = cos(images, captions), cos(images, swapped_captions)  # image, own / swapped caption
-    s_si, s_ss = cos(swapped_images, captions), cos(swapped_images, swapped_captions)
-    text_right = torch.stack([s_ii > s_is, s_ss > s_si])  # [2, N]
-    image_right = torch.stack([s_ii > s_si, s_ss > s_is])  # [2, N]
-    return {
-        "text": float(text_right.double().mean()),
-        "image": float(image_right.double().mean()),
-        "group": float((text_right.all(dim=0) & image_right.all(dim=0)).double().mean()),
-    }
-
-
-@torch.no_grad()
-def binding_probe_accuracy(model, probe, batch_size: int = 256) -> dict[str, float]:
-    """`binding_accuracy` of `model` on a `ShapesWorld.binding_probe(...)`."""
-    from clipkit.model import embed_images, embed_texts
-
-    if len(probe) == 0:
-        raise ValueError("the binding probe is empty: sample it with world.binding_probe(n) for n >= 1")
-    return binding_accuracy(
-        embed_images(model, probe.images, batch_size),
-        embed_images(model, probe.swapped_images, batch_size),
-        embed_texts(model, probe.captions, batch_size),
-        embed_texts(model, probe.swapped_captions, batch_size),
-    )

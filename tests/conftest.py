@@ -1,4 +1,4 @@
-"""Shared test set-up: offline hubs, quiet gradio, and the gpu marker."""
+"""Shared test set-up: offline hubs, quiet gradio, headless matplotlib in-process, and the gpu marker."""
 
 import os
 
@@ -8,7 +8,38 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import shutil  # noqa: E402
+
+import matplotlib  # noqa: E402
 import pytest  # noqa: E402
+
+# Tests draw headless in this process only. Never through MPLBACKEND: notebook kernels inherit the
+# environment, and agg there would keep every figure out of the executed notebooks.
+matplotlib.use("agg")
+
+
+# Debian's chromium, never a browser Playwright downloads; these flags work headless as root, offline.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium (Debian's, driven by Playwright); skips where either is missing."""
+    pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("needs Debian's chromium (apt install chromium, or `make system-test`)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -35,7 +66,8 @@ def tiny_word_clip(world32):
     """A random-init MiniCLIP of a few thousand weights with a word tokenizer fitted on the shapes world."""
     import torch
 
-    from clipkit.model import MiniCLIP, config_from_preset
+    from clipkit.config import config_from_preset
+    from clipkit.model import MiniCLIP
     from clipkit.tokenizer import WordTokenizer
 
     torch.manual_seed(0)

@@ -15,26 +15,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from clipkit import app as clipkit_app  # noqa: E402
 from clipkit.app import (  # noqa: E402
-    MAX_LABELS,
     Collection,
     build_app,
     classify,
     default_examples,
     folder_collection,
     launch,
-    parse_labels,
-    read_image,
     search,
 )
+from clipkit.app import server  # noqa: E402
+from clipkit.app.inputs import TEMPLATE_CHOICES, parse_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_MODEL_DIR = ROOT / "build" / "app-test-model"
@@ -127,7 +124,7 @@ def _reference_probabilities(model, image_path, labels: list[str], templates) ->
     import torch.nn.functional as F
     from PIL import Image
 
-    from clipkit.model import embed_images, embed_texts
+    from clipkit.interface import embed_images, embed_texts
 
     with torch.no_grad():
         per_template = torch.stack([embed_texts(model, [t.format(label) for label in labels]) for t in templates])  # [T, C, D]
@@ -144,7 +141,7 @@ def test_classify_matches_a_hand_computation(model, files):
     labels = parse_labels(RED_CIRCLE_LABELS)
     for choice in ("a {}", "shapes ensemble (6 templates)"):
         got = classify(model, str(files["red_circle"]), RED_CIRCLE_LABELS, choice)
-        expected = _reference_probabilities(model, files["red_circle"], labels, clipkit_app.TEMPLATE_CHOICES[choice])
+        expected = _reference_probabilities(model, files["red_circle"], labels, TEMPLATE_CHOICES[choice])
         assert list(got) == labels
         assert torch.allclose(torch.tensor(list(got.values())), expected, atol=1e-5)
 
@@ -163,29 +160,6 @@ def test_classifier_cache_embeds_a_label_set_once_and_notices_new_weights(model,
         model.logit_scale.add_(0.0)  # an in-place update, as an optimizer step makes
     classify(model, str(files["red_circle"]), labels, "{}")
     assert len(calls) == 2
-
-
-def test_labels_are_split_deduplicated_and_limited():
-    assert parse_labels(" cat, dog\nbird,, cat ") == ["cat", "dog", "bird"]
-    assert parse_labels(["a", " b "]) == ["a", "b"]
-    with pytest.raises(gr.Error, match="no labels"):
-        parse_labels(" , ,")
-    with pytest.raises(gr.Error, match=f"at most {MAX_LABELS}|more than this app takes"):
-        parse_labels(",".join(f"label {i}" for i in range(MAX_LABELS + 1)))
-
-
-def test_read_image_takes_arrays_tensors_and_sketches(files):
-    from PIL import Image
-
-    reference = np.asarray(Image.open(files["red_circle"]).convert("RGB"))
-    tensor = torch.from_numpy(reference.copy()).permute(2, 0, 1)  # [H, W, 3] -> [3, H, W]
-    rgba = np.concatenate([reference, np.full(reference.shape[:2] + (1,), 255, np.uint8)], axis=-1)
-    for given in (reference, tensor, {"composite": rgba, "layers": [], "background": None}, Image.fromarray(reference)):
-        assert np.array_equal(np.asarray(read_image(given)), reference)
-    with pytest.raises(gr.Error, match="no image"):
-        read_image({"composite": None})
-    with pytest.raises(gr.Error, match="pixels, more than"):
-        read_image(np.zeros((6000, 6000), dtype=np.uint8))
 
 
 def test_search_matches_the_index_and_finds_an_image_itself(model, collections):
@@ -207,16 +181,16 @@ def test_app_binds_loopback_with_upload_limit_and_queue(served):
     app, url, _ = served
     assert app.server_name == "127.0.0.1" and url.startswith("http://127.0.0.1:")
     assert app.max_file_size == 20 * 1024 * 1024
-    assert app._queue.default_concurrency_limit == clipkit_app.CONCURRENCY_LIMIT
-    assert app._queue.max_size == clipkit_app.QUEUE_SIZE
+    assert app._queue.default_concurrency_limit == server.CONCURRENCY_LIMIT
+    assert app._queue.max_size == server.QUEUE_SIZE
     steer_event = next(fn for fn in app.fns.values() if fn.api_name == "steer")
     assert steer_event.concurrency_limit == 1
 
 
 def test_classify_endpoint_names_the_red_circle(served, model, files):
     _, _, client = served
-    result = client.predict(gradio_client.handle_file(str(files["red_circle"])), RED_CIRCLE_LABELS, "a {}", api_name="/classify")
-    assert result["label"] == "red circle"
+    result, warning = client.predict(gradio_client.handle_file(str(files["red_circle"])), RED_CIRCLE_LABELS, "a {}", api_name="/classify")
+    assert result["label"] == "red circle" and warning == ""
     direct = classify(model, str(files["red_circle"]), RED_CIRCLE_LABELS, "a {}")
     top_five = sorted(direct, key=direct.get, reverse=True)[:5]  # the Label shows the five best
     served_probabilities = _probabilities(result)
@@ -228,19 +202,20 @@ def test_classify_sketch_endpoint(served, files):
     _, _, client = served
     picture = gradio_client.handle_file(str(files["red_circle"]))
     sketch = {"background": picture, "layers": [], "composite": picture, "id": None}
-    result = client.predict(sketch, RED_CIRCLE_LABELS, "a {}", api_name="/classify_sketch")
-    assert result["label"] == "red circle"
+    result, warning = client.predict(sketch, RED_CIRCLE_LABELS, "a {}", api_name="/classify_sketch")
+    assert result["label"] == "red circle" and warning == ""
 
 
 def test_search_endpoints_return_scored_galleries(served, model, collections, files):
     _, _, client = served
-    text_hits = client.predict("shapes world", "a red circle", 4, api_name="/search_text")
+    text_hits, warning = client.predict("shapes world", "a red circle", 4, api_name="/search_text")
+    assert warning == ""
     direct = search(model, collections["shapes world"], "a red circle", k=4)
     assert [hit["caption"] for hit in text_hits] == [caption for _, caption in direct]
     scores = [float(hit["caption"].split()[0]) for hit in text_hits]
     assert scores == sorted(scores, reverse=True)
 
-    image_hits = client.predict("mine", gradio_client.handle_file(str(files["folder"] / "picture2.png")), 3, api_name="/search_image")
+    image_hits, _ = client.predict("mine", gradio_client.handle_file(str(files["folder"] / "picture2.png")), 3, api_name="/search_image")
     caption = (files["folder"] / "picture2.txt").read_text()
     assert image_hits[0]["caption"] == f"1.00 {caption}"
     assert len(image_hits) == 3
@@ -278,6 +253,9 @@ BAD_REQUESTS = {
     "image query missing": ("/search_image", lambda f: ("shapes world", None, 5), "no image"),
     "non-image query": ("/search_image", lambda f: ("shapes world", gradio_client.handle_file(str(f["not_image"])), 5), "not an image"),
     "no prompt": ("/steer", lambda f: ("", "", 5, "shapes", 0), "no prompt"),
+    "5,000-word prompt": ("/steer", lambda f: (" ".join(["circle"] * 5000), "", 5, "shapes", 0), "characters long, more than this app takes"),
+    "pasted label list": ("/classify", lambda f: (gradio_client.handle_file(str(f["red_circle"])), "red circle, " * 2000, "a {}"), "shorten it"),
+    "601-character query": ("/search_text", lambda f: ("shapes world", "a" * 601, 5), "601 characters long"),
     "unknown words": ("/steer", lambda f: ("a zebra", "", 5, "shapes", 0), "does not know"),
 }
 
@@ -290,7 +268,51 @@ def test_bad_input_gets_a_clear_message_and_the_server_keeps_serving(served, fil
         client.predict(*arguments(files), api_name=endpoint)
     assert message in str(raised.value)
     good = client.predict(gradio_client.handle_file(str(files["red_circle"])), RED_CIRCLE_LABELS, "a {}", api_name="/classify")
-    assert good["label"] == "red circle"
+    assert good[0]["label"] == "red circle"
+
+
+def test_unknown_words_come_back_with_the_scores_as_a_warning(served, model, files):
+    _, _, client = served
+    result, warning = client.predict(gradio_client.handle_file(str(files["red_circle"])), "cat, dog", "a {}", api_name="/classify")
+    direct = classify(model, str(files["red_circle"]), "cat, dog", "a {}")
+    assert {item["label"] for item in result["confidences"]} == {"cat", "dog"}
+    assert abs(_probabilities(result)["cat"] - direct["cat"]) < 1e-5
+    from clipkit.tokenizer import unknown_words_message
+
+    assert warning == unknown_words_message(model.tokenizer, ["cat", "dog"])  # whole: "<unk>" and all
+    hits, warning = client.predict("shapes world", "a red apple", 3, api_name="/search_text")
+    assert len(hits) == 3 and warning == unknown_words_message(model.tokenizer, ["apple"])
+
+
+def offered_texts(app) -> list[str]:
+    """Every text the page offers as something to send the model: text box values and placeholders
+    ("e.g. ..." stripped) and the template choices, each filled with the first label."""
+    texts, templates = [], []
+    for block in app.blocks.values():
+        if isinstance(block, gr.Textbox) and block.interactive is not False:
+            texts += [text for text in (block.value, (block.placeholder or "").removeprefix("e.g. ")) if text]
+        if isinstance(block, gr.Dropdown) and block.label == "template":
+            templates = [value for _, value in block.choices]
+    labels = parse_labels(next(block.value for block in app.blocks.values() if getattr(block, "label", None) == "labels"))
+    return texts + [template.format(labels[0]) for name in templates for template in TEMPLATE_CHOICES[name]]
+
+
+def test_every_example_and_placeholder_is_known_to_the_served_model(served, model):
+    app, _, _ = served
+    texts = offered_texts(app)
+    assert any("e.g." not in text and "circle" in text for text in texts)  # the walk found the boxes
+    items = [item for text in texts for item in parse_labels(text)]
+    assert model.tokenizer.unknown_words(items) == []
+
+
+def test_the_api_description_shows_no_server_path(served):
+    import tempfile
+
+    _, _, client = served
+    description = client.view_api(print_info=False, return_format="str")
+    assert "/classify_sketch" in description
+    for path in {tempfile.gettempdir(), str(Path.home()), str(ROOT), "/tmp", "gradio"}:
+        assert path not in description, f"{path} in the API description"
 
 
 def test_server_refuses_uploads_over_the_size_limit(served, files):
@@ -301,7 +323,7 @@ def test_server_refuses_uploads_over_the_size_limit(served, files):
     response = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.png", too_big, "image/png")}, timeout=30)
     assert response.status_code == 413
     good = client.predict(gradio_client.handle_file(str(files["red_circle"])), RED_CIRCLE_LABELS, "a {}", api_name="/classify")
-    assert good["label"] == "red circle"
+    assert good[0]["label"] == "red circle"
 
 
 def test_fifty_concurrent_requests_all_succeed(served, model, files):
@@ -310,7 +332,7 @@ def test_fifty_concurrent_requests_all_succeed(served, model, files):
     picture = gradio_client.handle_file(str(files["red_circle"]))
     expected = classify(model, str(files["red_circle"]), RED_CIRCLE_LABELS, "a {}")
     jobs = [client.submit(picture, RED_CIRCLE_LABELS, "a {}", api_name="/classify") for _ in range(50)]
-    results = [job.result(timeout=120) for job in jobs]
+    results = [job.result(timeout=120)[0] for job in jobs]
     assert all(result["label"] == "red circle" for result in results)
     assert all(abs(_probabilities(result)["red circle"] - expected["red circle"]) < 1e-5 for result in results)
 
@@ -319,7 +341,7 @@ def test_fifty_clients_in_threads(served, files):
     _, url, _ = served
 
     def one_user(_):
-        return make_client(url).predict(gradio_client.handle_file(str(files["red_circle"])), RED_CIRCLE_LABELS, "a {}", api_name="/classify")
+        return make_client(url).predict(gradio_client.handle_file(str(files["red_circle"])), RED_CIRCLE_LABELS, "a {}", api_name="/classify")[0]
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         results = list(pool.map(one_user, range(50)))
@@ -343,17 +365,10 @@ def test_folder_collection_needs_an_existing_folder(tmp_path):
         folder_collection(tmp_path / "nowhere")
 
 
-def test_command_line_help_names_the_options():
-    result = subprocess.run([sys.executable, "-m", "clipkit.app", "--help"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0
-    for option in ("--checkpoint", "--from-notebook-checkpoint", "--port", "--host", "--share", "--folder"):
-        assert option in result.stdout
-
-
 def test_from_notebook_checkpoint_loads_notebook_05s_model_with_its_profile(model, tmp_path, monkeypatch):
     import shutil
 
-    from clipkit.app import notebook_checkpoint
+    from clipkit.app.cli import notebook_checkpoint
 
     shutil.copytree(TEST_MODEL_DIR, tmp_path / "mini-clip")  # where notebook 05 saves, here a "ci" run
     monkeypatch.setenv("CLIPKIT_CHECKPOINT_DIR", str(tmp_path))

@@ -1,7 +1,10 @@
 """The app in a real browser: Debian's headless Chromium driven by Playwright (no browser download).
 
 Loads the page, uploads a red circle, types labels, clicks Classify and reads the answer from the
-page, and waits for the saliency map of the top label; then clicks an example, which classifies it at once. Screenshots go to build/ for a look.
+page, and waits for the saliency map of the top label; then clicks an example, which classifies it
+at once. Then what a person sees when things go wrong: a warning shown once and whole (with its
+"<unk>"), an error toast read back whole, an error that clears the previous answer. Screenshots of
+each tab with a warning and an error go to build/screenshots/ for a look.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from test_app import RED_CIRCLE_LABELS, free_port, trained_test_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 BUILD = Path(__file__).resolve().parents[1] / "build"
+SCREENSHOTS = BUILD / "screenshots"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
 
 pytestmark = [
@@ -28,11 +32,18 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def page_url():
-    pytest.importorskip("playwright.sync_api")
-    from clipkit.app import build_app, launch
+def model():
+    return trained_test_model()
 
-    app = build_app(trained_test_model())
+
+@pytest.fixture(scope="module")
+def page_url(model):
+    pytest.importorskip("playwright.sync_api")
+    from clipkit.app import Collection, build_app, launch
+    from clipkit.data import ShapesConfig, ShapesWorld
+
+    shapes = ShapesWorld(ShapesConfig(image_size=64)).sample(200, seed=0, split="all")
+    app = build_app(model, [Collection.from_images("shapes world", shapes.images, shapes.captions)])
     url = launch(app, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield url
@@ -48,11 +59,18 @@ def page(page_url):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
                                              args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(page_url, wait_until="networkidle", timeout=60_000)
             yield page
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def red_circle():
+    from clipkit.app import default_examples
+
+    return default_examples(BUILD / "app-browser-examples")[0]
 
 
 def _top_label(page) -> str:
@@ -61,24 +79,39 @@ def _top_label(page) -> str:
     return answer.inner_text().strip()
 
 
-def test_zero_shot_by_clicking(page):
-    from clipkit.app import default_examples
-
-    red_circle = default_examples(BUILD / "app-browser-examples")[0]
-    page.locator("input[type=file]").first.set_input_files(str(red_circle))
-    page.get_by_label("labels (comma-separated", exact=False).fill(RED_CIRCLE_LABELS)
+def _classify(page, picture, labels: str) -> None:
+    page.locator("input[type=file]").first.set_input_files(str(picture))
+    page.locator("#zero-shot-labels textarea").fill(labels)
     page.get_by_role("button", name="Classify", exact=True).click()
+
+
+def _warning(page, box: str) -> str:
+    return page.locator(f"#{box} textarea").input_value()
+
+
+def _toasts(page) -> list[str]:
+    return [toast.inner_text() for toast in page.get_by_test_id("toast-text").all()]
+
+
+def _screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(500)  # toasts fade in
+    page.screenshot(path=str(SCREENSHOTS / f"app_{name}.png"), full_page=True)
+
+
+def test_zero_shot_by_clicking(page, red_circle):
+    _classify(page, red_circle, RED_CIRCLE_LABELS)
     assert _top_label(page) == "red circle"
     page.get_by_text("red circle", exact=True).last.wait_for()  # the bar chart lists the labels too
     # the saliency map of the top label follows the answer, titled with that label
     page.locator("#zero-shot-saliency img").wait_for(timeout=60_000)
     assert "red circle" in page.locator("#zero-shot-saliency").inner_text()
-    BUILD.mkdir(exist_ok=True)
-    page.screenshot(path=str(BUILD / "app-zero-shot.png"), full_page=True)
+    assert _warning(page, "zero-shot-warning") == ""
+    _screenshot(page, "zero_shot")
 
 
 def test_clicking_an_example_classifies_it(page):
-    page.get_by_label("labels (comma-separated", exact=False).fill(RED_CIRCLE_LABELS)
+    page.locator("#zero-shot-labels textarea").fill(RED_CIRCLE_LABELS)
     page.locator(".gallery-item").first.click()  # the first example thumbnail: a red circle
     assert _top_label(page) == "red circle"
 
@@ -86,7 +119,7 @@ def test_clicking_an_example_classifies_it(page):
 def test_a_sketched_red_disc_is_a_red_circle(page):
     import math
 
-    page.get_by_label("labels (comma-separated", exact=False).fill(RED_CIRCLE_LABELS)
+    page.locator("#zero-shot-labels textarea").fill(RED_CIRCLE_LABELS)
     page.get_by_role("tab", name="Sketch").click()
     canvas = page.locator("canvas").first
     canvas.wait_for()
@@ -101,10 +134,84 @@ def test_a_sketched_red_disc_is_a_red_circle(page):
     page.mouse.up()
     page.get_by_role("button", name="Classify sketch").click()
     assert _top_label(page) == "red circle"
-    page.screenshot(path=str(BUILD / "app-sketch.png"))
+    _screenshot(page, "sketch")
+
+
+def test_unknown_words_give_one_whole_warning_beside_the_scores(page, red_circle, model):
+    from clipkit.tokenizer import unknown_words_message
+
+    _classify(page, red_circle, "cat, dog")
+    assert _top_label(page) in ("cat", "dog")
+    expected = unknown_words_message(model.tokenizer, ["cat", "dog"])
+    assert "<unk>" in expected
+    page.wait_for_function("document.querySelector('#zero-shot-warning textarea').value.length > 0", timeout=60_000)
+    assert _warning(page, "zero-shot-warning") == expected  # whole, "<unk>" and all
+    page.locator("#zero-shot-saliency img").wait_for(timeout=60_000)  # the click's last event has run
+    page.wait_for_timeout(500)
+    # one click, one warning: no toast repeats it
+    assert not [toast for toast in _toasts(page) if "does not know" in toast]
+    assert page.get_by_text("Warning (").count() == 0
+    _screenshot(page, "zero_shot_warning")
+
+
+def test_an_error_clears_the_previous_answer(page, red_circle):
+    _classify(page, red_circle, RED_CIRCLE_LABELS)
+    assert _top_label(page) == "red circle"
+    page.locator("#zero-shot-saliency img").wait_for(timeout=60_000)
+    page.locator("#zero-shot-labels textarea").fill(" , ")
+    page.get_by_role("button", name="Classify", exact=True).click()
+    page.get_by_test_id("toast-text").first.wait_for(timeout=30_000)
+    assert any(toast.startswith("no labels:") for toast in _toasts(page))
+    assert page.get_by_test_id("label-output-value").count() == 0  # the old "red circle" is gone
+    assert page.locator("#zero-shot-saliency img").count() == 0
+    assert "red circle" not in page.locator("#zero-shot-saliency").inner_text()  # nor its title
+    _screenshot(page, "zero_shot_error")
 
 
 def test_a_bad_request_shows_its_message_in_the_page(page):
     page.get_by_role("button", name="Classify", exact=True).click()  # no image uploaded
     page.get_by_text("no image: upload one", exact=False).first.wait_for(timeout=30_000)
-    page.screenshot(path=str(BUILD / "app-error.png"))
+
+
+def test_an_error_with_angle_brackets_reaches_the_page_whole(page, model):
+    from clipkit.tokenizer import unknown_words_message
+
+    page.get_by_role("tab", name="Steer").click()
+    page.locator("#steer-prompts textarea").fill("a zebra")
+    page.get_by_role("button", name="Steer", exact=True).click()
+    page.get_by_test_id("toast-text").first.wait_for(timeout=30_000)
+    assert unknown_words_message(model.tokenizer, ["zebra"]) in _toasts(page)
+    _screenshot(page, "steer_error")
+
+
+def test_a_five_thousand_word_prompt_is_refused_with_a_message(page):
+    page.get_by_role("tab", name="Steer").click()
+    page.locator("#steer-prompts textarea").fill(" ".join(["circle"] * 5000))
+    page.get_by_role("button", name="Steer", exact=True).click()
+    page.get_by_test_id("toast-text").first.wait_for(timeout=30_000)
+    assert any("characters long, more than this app takes" in toast for toast in _toasts(page))
+
+
+def test_search_shows_a_warning_and_an_error(page, model):
+    from clipkit.tokenizer import unknown_words_message
+
+    page.get_by_role("tab", name="Search").click()
+    query = page.locator("#search-query textarea")
+    assert model.tokenizer.unknown_words([query.get_attribute("placeholder").removeprefix("e.g. ")]) == []
+    query.fill("a red apple")
+    page.get_by_role("button", name="Search by text").click()
+    page.wait_for_function("document.querySelector('#search-warning textarea').value.length > 0", timeout=60_000)
+    assert _warning(page, "search-warning") == unknown_words_message(model.tokenizer, ["apple"])
+    _screenshot(page, "search_warning")
+    query.fill("   ")
+    page.get_by_role("button", name="Search by text").click()
+    page.get_by_test_id("toast-text").first.wait_for(timeout=30_000)
+    assert any(toast.startswith("empty query") for toast in _toasts(page))
+    assert _warning(page, "search-warning") == ""  # the error cleared the old answer
+    _screenshot(page, "search_error")
+
+
+def test_the_about_tab_shows_the_card(page):
+    page.get_by_role("tab", name="About").click()
+    page.get_by_text("Model card").first.wait_for(timeout=30_000)
+    _screenshot(page, "about")

@@ -48,7 +48,7 @@ def test_random_prompts_name_colour_and_shape_and_sometimes_size_and_place():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from steer_transfer import random_prompts
 
-    from clipkit.judges import parse_shapes_prompt
+    from clipkit.steer.judges import parse_shapes_prompt
 
     prompts = random_prompts(40, seed=3)
     assert prompts == random_prompts(40, seed=3) and prompts != random_prompts(40, seed=4)

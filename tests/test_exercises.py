@@ -1,14 +1,20 @@
 """The exercise checks discriminate: every reference passes, the untouched stub says "not done yet",
-and each typical mistake, written here as a student would write it, gets its own message."""
+and each typical mistake, written here as a student would write it, gets its own message; so does
+each answer of the wrong kind (None, a float, a numpy array, a wrong shape, no gradient, an exception),
+and the check cell never raises, whatever the function returns."""
 
 import math
+import re
+import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from clipkit import exercises
-from clipkit.exercises.core import EXERCISES, _run, close, judge
+from clipkit.exercises.core import _run, close, judge
+from clipkit.exercises.spec import EXERCISES
 
 # ---------------------------------------------------------------------------------------------
 # Context: the steering exercise runs on a model
@@ -17,7 +23,8 @@ from clipkit.exercises.core import EXERCISES, _run, close, judge
 @pytest.fixture(scope="module")
 def steering_context():
     from clipkit.data import ShapesWorld
-    from clipkit.model import MiniCLIP, config_from_preset
+    from clipkit.config import config_from_preset
+    from clipkit.model import MiniCLIP
     from clipkit.tokenizer import WordTokenizer
 
     tokenizer = WordTokenizer.fit(ShapesWorld().sample(300, seed=1).captions, context_length=24)
@@ -82,7 +89,9 @@ def test_mistakes_differ_from_the_reference_and_from_each_other(name, steering_c
 
     def outputs(function):
         run = _run(function, cases, ex)
-        return repr(run.error) if run.error is not None else run.outputs  # a mistake may raise: told apart by its error
+        if run.error is not None:  # a mistake may raise: told apart by its error
+            return repr(run.error)
+        return [output for per_case in run.outputs for output in per_case]
 
     results = {m.name: outputs(m.wrong) for m in ex.mistakes}
     results["reference"] = outputs(ex.reference)
@@ -447,10 +456,219 @@ def test_a_loss_without_gradient_is_refused(steering_context):
     from clipkit.exercises.steering import steering_loss_by_hand
 
     def detached(model, logits, text_features):
-        return steering_loss_by_hand(model, logits, text_features).item()
+        return steering_loss_by_hand(model, logits, text_features).detach()
 
     found = verdict("steering_loss_by_hand", detached, steering_context)
-    assert found.kind == "wrong" and "no gradient" in found.message
+    assert (found.kind, found.problem) == ("wrong", "no_gradient") and "backward pass cannot reach logits" in found.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Wrong-typed answers: whatever comes back, the check names it, and the notebook goes on with the reference
+
+
+def _apply_to_tensors(output, change):
+    """`change` applied to every tensor of an output (one tensor or a tuple of them)."""
+    if isinstance(output, tuple):
+        return tuple(change(part) for part in output)
+    return change(output)
+
+
+def _first_tensor(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _returns_tensors(name):
+    return name != "lr_multiplier"
+
+
+# What a student may hand back instead of the right answer, as a change of the reference's output:
+# (id, change, the problem the check must name, a phrase its message must hold).
+WRONG_TYPES = {
+    "none": (lambda out: None, "none", "None"),
+    "python_float": (lambda out: float(_first_tensor(out).detach().flatten()[0]), "number", "Python float"),
+    "numpy": (lambda out: _apply_to_tensors(out, lambda t: t.detach().cpu().numpy()), "numpy", "numpy"),
+    "wrong_shape": (lambda out: _apply_to_tensors(out, lambda t: t.unsqueeze(0)), "shape", "shape"),
+    "detached": (lambda out: _apply_to_tensors(out, lambda t: t.detach()), "no_gradient", "gradient"),
+}
+# lr_multiplier returns a Python number: its wrong types are the tensor kinds instead.
+NUMBER_WRONG_TYPES = {
+    "none": (lambda out: None, "none", "None"),
+    "tensor": (lambda out: torch.tensor(out), "tensor", "torch.Tensor"),
+    "numpy": (lambda out: np.array(out), "numpy", "numpy"),
+    "list": (lambda out: [out], "type", "list"),
+}
+
+
+def wrong_types_for(name):
+    kinds = dict(WRONG_TYPES if _returns_tensors(name) else NUMBER_WRONG_TYPES)
+    if not EXERCISES[name].differentiable:
+        kinds.pop("detached", None)  # nothing backpropagates: a detached answer is right (tested below)
+    if len(EXERCISES[name].returns) > 1:  # a float where a tuple is expected: one value instead of two
+        change, _, _ = kinds["python_float"]
+        kinds["python_float"] = (change, "count", "must return 2 values")
+    return kinds
+
+
+def answer(name, change):
+    reference = EXERCISES[name].reference
+
+    def student(*args):
+        return change(reference(*args))
+
+    return student
+
+
+def raises(*args):
+    return 1 / 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_wrong_type_gets_its_own_message_naming_it(name, steering_context, capsys):
+    kinds = wrong_types_for(name)
+    found = {kind: verdict(name, answer(name, change), steering_context) for kind, (change, _, _) in kinds.items()}
+    found["raises"] = verdict(name, raises, steering_context)
+    for kind, (_, problem, phrase) in wrong_types_for(name).items():
+        assert not found[kind].passed and found[kind].problem == problem, (kind, found[kind].message)
+        assert phrase in found[kind].message, (kind, found[kind].message)
+    assert found["raises"].problem == "raised"
+    assert "ZeroDivisionError: division by zero at `return 1 / 0`" in found["raises"].message
+    messages = [v.message for v in found.values()]
+    assert len(set(messages)) == len(messages), "two different mistakes got the same message"
+    assert len({v.problem for v in found.values()}) == len(found)
+    for message in messages:  # one sentence, naming the function
+        assert message.startswith((name, f"the gradient of {name}")) and not re.search(r"\.\s+[A-Z]", message), message
+
+    for kind, (change, _, _) in wrong_types_for(name).items():
+        go_on_with = exercises.check(name, answer(name, change), **context_for(name, steering_context))
+        printed = capsys.readouterr().out
+        assert go_on_with is EXERCISES[name].reference, kind
+        assert printed.startswith("Not yet: ") and "Traceback" not in printed, printed
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not EXERCISES[n].differentiable])
+def test_a_detached_answer_passes_where_nothing_backpropagates(name, steering_context):
+    def detached(tensor):
+        return tensor.detach() if isinstance(tensor, torch.Tensor) else tensor
+
+    found = verdict(name, answer(name, lambda out: _apply_to_tensors(out, detached)), steering_context)
+    assert found.passed, found.message
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if _returns_tensors(n)])
+def test_nan_a_wrong_dtype_and_a_wrong_device_are_named(name, steering_context):
+    def floats(change):
+        return lambda out: _apply_to_tensors(out, lambda t: change(t) if t.is_floating_point() else t)
+
+    nan = verdict(name, answer(name, floats(lambda t: t + float("nan"))), steering_context)
+    assert nan.problem == "not_finite" and "NaN" in nan.message, nan.message
+    double = verdict(name, answer(name, floats(lambda t: t.double())), steering_context)
+    assert double.problem == "dtype" and "torch.float64" in double.message and "torch.float32" in double.message, double.message
+    elsewhere = verdict(name, answer(name, lambda out: _apply_to_tensors(out, lambda t: t.to("meta"))), steering_context)
+    assert elsewhere.problem == "device" and "on meta, but the inputs are on cpu" in elsewhere.message, elsewhere.message
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")  # math.exp on a tensor, as a student might
+def test_what_clip_loss_by_hand_says_to_each_wrong_type():
+    """The issue's example: `.item()` at the end of a right loss used to be "Correct!", and the next cell failed."""
+    from clipkit.exercises.contrastive_loss import clip_loss_by_hand
+
+    def said(function):
+        return judge(EXERCISES["clip_loss_by_hand"], function).message
+
+    def with_item(image_features, text_features, logit_scale):
+        return clip_loss_by_hand(image_features, text_features, logit_scale).item()
+
+    def math_exp(image_features, text_features, logit_scale):
+        logits = math.exp(logit_scale) * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
+        return (F.cross_entropy(logits, torch.arange(len(logits))) + F.cross_entropy(logits.T, torch.arange(len(logits)))) / 2
+
+    def per_pair(image_features, text_features, logit_scale):
+        logits = logit_scale.exp() * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
+        return -(torch.log_softmax(logits, dim=1).diagonal() + torch.log_softmax(logits, dim=0).diagonal()) / 2
+
+    assert said(with_item).startswith("clip_loss_by_hand returned a Python float (")
+    assert "drop the .item()" in said(with_item)
+    assert "does not reach logit_scale" in said(math_exp)
+    assert "shape [5]" in said(per_pair) and "0-d tensor" in said(per_pair) and ".mean()" in said(per_pair)
+
+
+def test_returning_one_value_where_two_are_due_names_both():
+    from clipkit.exercises.text_encoder import masked_attention
+
+    found = judge(EXERCISES["masked_attention"], lambda q, k, v: masked_attention(q, k, v)[0])
+    assert found.problem == "count" and "must return 2 values, `return mixed, weights`" in found.message
+    assert "reshape" not in found.message  # the old message sent students to shape comments that do not exist
+    swapped = judge(EXERCISES["masked_attention"], lambda q, k, v: masked_attention(q, k, v)[::-1])
+    assert swapped.problem == "order" and "wrong order" in swapped.message
+    from clipkit.exercises.search import top_k_search
+
+    swapped = judge(EXERCISES["top_k_search"], lambda q, g, k: tuple(top_k_search(q, g, k))[::-1])
+    assert swapped.problem == "order", swapped.message
+
+
+class _Unsized:
+    def __len__(self):
+        raise RuntimeError("no length")
+
+
+ODD_RETURNS = {
+    "a string": lambda out: "done",
+    "a dict": lambda out: {"loss": out},
+    "a generator": lambda out: (x for x in [out]),
+    "a nested tuple": lambda out: (out, (out,)),
+    "an unsized object": lambda out: _Unsized(),
+    "a complex tensor": lambda out: torch.ones(3, dtype=torch.complex64),
+    "a sparse tensor": lambda out: torch.eye(3).to_sparse(),
+    "a bool tensor": lambda out: torch.ones(3, dtype=torch.bool),
+    "an empty tensor": lambda out: torch.empty(0),
+    "the function itself": lambda out: answer,
+    "a bool": lambda out: True,
+    "a list of tensors": lambda out: [torch.ones(2), torch.ones(2)],
+}
+
+
+@pytest.mark.parametrize("odd", ODD_RETURNS)
+@pytest.mark.parametrize("name", NAMES)
+def test_the_check_cell_never_raises_whatever_comes_back(name, odd, steering_context, capsys):
+    go_on_with = exercises.check(name, answer(name, ODD_RETURNS[odd]), **context_for(name, steering_context))
+    printed = capsys.readouterr().out
+    assert go_on_with is EXERCISES[name].reference
+    assert printed.startswith("Not yet: ") and "Traceback" not in printed
+
+
+def test_an_exit_or_an_error_in_the_students_code_is_reported_not_raised(capsys):
+    def exits(captions):
+        sys.exit(1)
+
+    def indexes(captions):
+        return torch.eye(len(captions))[len(captions)]
+
+    assert judge(EXERCISES["multi_positive_targets"], exits).problem == "raised"
+    found = judge(EXERCISES["multi_positive_targets"], indexes)
+    assert found.problem == "raised" and found.message.startswith("multi_positive_targets raised IndexError: ")
+    assert "at `return torch.eye(len(captions))[len(captions)]`" in found.message
+
+
+def test_a_gradient_cut_inside_the_function_is_named():
+    from clipkit.exercises.image_encoder import with_class_token
+
+    def frozen_positions(patch_tokens, class_embedding, positional_embedding):
+        return with_class_token(patch_tokens, class_embedding, positional_embedding.detach())
+
+    found = judge(EXERCISES["with_class_token"], frozen_positions)
+    assert found.problem == "blocked_gradient" and "does not reach positional_embedding" in found.message
+    assert "patch_tokens" not in found.message
+
+
+def test_a_differentiable_input_changed_in_place_is_named():
+    def normalise_in_place(image_features, text_features, logit_scale):
+        image_features /= image_features.norm(dim=-1, keepdim=True)
+        text_features /= text_features.norm(dim=-1, keepdim=True)
+        logits = logit_scale.exp() * image_features @ text_features.T
+        return (F.cross_entropy(logits, torch.arange(len(logits))) + F.cross_entropy(logits.T, torch.arange(len(logits)))) / 2
+
+    found = judge(EXERCISES["clip_loss_by_hand"], normalise_in_place)
+    assert found.problem == "raised" and "x /= n" in found.message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,10 +679,10 @@ def test_references_agree_with_clipkit():
     from clipkit.exercises import contrastive_loss, image_encoder, search, text_encoder, training, zero_shot
     from clipkit.image_encoder import VisionTransformer
     from clipkit.loss import clip_loss, multi_positive_clip_loss
-    from clipkit.model import VisionConfig
+    from clipkit.config import VisionConfig
     from clipkit.search import EmbeddingIndex
-    from clipkit.text_encoder import attention_weights
-    from clipkit.train import warmup_cosine
+    from clipkit.transformer import attention_weights
+    from clipkit.schedule import warmup_cosine
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 6, 4, generator=g) for _ in range(3))
@@ -505,10 +723,72 @@ def test_references_agree_with_clipkit():
 
 def test_the_steering_reference_is_one_minus_the_cosine_of_embed_images(steering_context):
     from clipkit.exercises.steering import steering_loss_by_hand
-    from clipkit.model import embed_images
+    from clipkit.interface import embed_images
 
     model, text = steering_context["model"], steering_context["text_features"]
     logits = torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(1))
     expected = 1 - (embed_images(model, torch.sigmoid(logits)) @ text.T).item()
     with torch.no_grad():
         assert abs(steering_loss_by_hand(model, logits, text).item() - expected) < 1e-5
+
+
+def test_a_numpy_scalar_is_a_number():
+    from clipkit.exercises.training import lr_multiplier
+
+    def with_numpy(step, warmup, total, floor):
+        return np.float32(lr_multiplier(step, warmup, total, floor))
+
+    assert judge(EXERCISES["lr_multiplier"], with_numpy).passed
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_a_tensor_made_on_the_cpu_is_named(monkeypatch):
+    """The inputs the notebook keeps on its device are on it in the check too, so CPU-made tensors show."""
+    monkeypatch.delenv("CLIPKIT_DEVICE", raising=False)
+    assert judge(EXERCISES["top_k_search"], EXERCISES["top_k_search"].reference).passed
+
+    def scores_on_cpu(query_embeddings, gallery_embeddings, k):
+        scores, indices = (query_embeddings @ gallery_embeddings.T).topk(k, dim=1)
+        return scores.cpu(), indices
+
+    found = judge(EXERCISES["top_k_search"], scores_on_cpu)
+    assert found.problem == "device" and "on cpu, but the inputs are on cuda" in found.message, found.message
+
+    def sum_on_cpu(prompt_embeddings):
+        total = torch.zeros(prompt_embeddings.shape[1:])
+        for template in F.normalize(prompt_embeddings, dim=-1):
+            total = total + template
+        return F.normalize(total, dim=-1)
+
+    found = judge(EXERCISES["classifier_weights"], sum_on_cpu)
+    assert found.problem == "raised" and "device=x.device" in found.message, found.message
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_worked_solution_in_the_notebook_passes_its_check(name, steering_context):
+    """The notebooks run every check on their own solution cell: it must pass the generic demands too."""
+    import json
+    from pathlib import Path
+
+    from clipkit.data.transforms import normalize_images, resize_images
+
+    notebook = json.loads((Path(__file__).resolve().parents[1] / EXERCISES[name].solution_path).read_text())
+    sources = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    (solution,) = [source for source in sources if f"def {name}(" in source and "# BEGIN SOLUTION" in source]
+    namespace = {"math": math, "torch": torch, "F": F, "normalize_images": normalize_images, "resize_images": resize_images}
+    exec(solution, namespace)  # noqa: S102 - the repository's own notebook
+    found = verdict(name, namespace[name], steering_context)
+    assert found.passed, found.message
+
+
+def test_a_graph_that_fails_backward_is_named():
+    from clipkit.exercises.image_encoder import patchify
+
+    def edits_a_saved_result(pixels, patch_size):
+        grown = torch.exp(patchify(pixels, patch_size))
+        patches = grown.log()
+        grown.add_(0.0)  # the same values, but exp's backward needs the result it saved
+        return patches
+
+    found = judge(EXERCISES["patchify"], edits_a_saved_result)
+    assert found.problem == "backward" and "in-place" in found.message, found.message

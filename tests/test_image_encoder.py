@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipkit.image_encoder import ConvEncoder, VisionTransformer, build_image_encoder
-from clipkit.model import VisionConfig
+from clipkit.config import VisionConfig
 
 
 def vit_config(**overrides) -> VisionConfig:

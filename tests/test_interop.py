@@ -11,7 +11,8 @@ from clipkit.interop import (
     openclip_from_miniclip,
     openclip_model_config,
 )
-from clipkit.model import MiniCLIP, config_from_preset, count_parameters
+from clipkit.config import config_from_preset
+from clipkit.model import MiniCLIP, count_parameters
 
 open_clip = pytest.importorskip("open_clip")
 

@@ -6,7 +6,7 @@ import torch
 
 from clipkit.data import COLOURS, ShapesConfig, ShapesWorld
 from clipkit.data.shapes import POSITIONS, SHAPES, SIZES
-from clipkit.judges import oracle_agrees, parse_shapes_prompt, pixel_oracle, shapes_contrasts, zero_shot_judge
+from clipkit.steer.judges import oracle_agrees, parse_shapes_prompt, pixel_oracle, shapes_contrasts, zero_shot_judge
 
 
 def test_shapes_contrasts_change_exactly_one_stated_attribute():
@@ -58,7 +58,7 @@ def test_pixel_oracle_sees_no_object_on_a_blank_image_and_judges_prompts():
 
 
 def test_zero_shot_judge_agrees_with_a_direct_argmax(tiny_word_clip, world32):
-    from clipkit.model import embed_images, embed_texts
+    from clipkit.interface import embed_images, embed_texts
 
     image = world32.sample(1, seed=3, objects=1).images[0].float() / 255
     answer = zero_shot_judge(tiny_word_clip, image, "a small red circle at the top")

@@ -8,24 +8,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipkit.data.transforms import images_to_model_input
-from clipkit.lit import (
+from clipkit.data.transforms import CaptionedImages, images_to_model_input
+from clipkit.interface import embed_images, embed_texts
+from clipkit.lit import LiTConfig, LiTModel, load_lit, save_lit
+from clipkit.open_vocab import (
     EMOJI_GROUPS,
     OPEN_VOCAB_QUERIES,
-    LiTConfig,
-    LiTModel,
-    SentenceTokenizer,
     class_relevance,
     emoji_relevance,
-    fit_contrastive,
-    load_lit,
     open_vocab_eval,
     precision_recall_at_k,
-    save_lit,
 )
-from clipkit.model import embed_images, embed_texts
 from clipkit.search import index_images, search_text
-from clipkit.tokenizer import TextTruncatedWarning
+from clipkit.tokenizer import SentenceTokenizer, TextTruncatedWarning
+from clipkit.train import TrainConfig, train
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "red", "circle", "blue", "square", "photo", "of", "sneaker", "dress"]
 
@@ -77,6 +73,13 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 CAPTIONS = ["a red circle", "a blue square", "a photo of a sneaker", "a photo of a dress"]
 
 
+def _fit(model, pairs: CaptionedImages, steps: int, batch_size: int) -> dict:
+    """LiT trains through the shared loop of clipkit.train, as notebook 07 does."""
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=2e-3, weight_decay=0.05, warmup_steps=1,
+                         augment=False, log_every=1)
+    return train(model, pairs, config, progress=False)
+
+
 @pytest.fixture
 def lit() -> LiTModel:
     torch.manual_seed(0)
@@ -109,17 +112,17 @@ def test_training_moves_the_image_tower_and_never_the_text_tower(lit):
     frozen_before = {k: v.clone() for k, v in lit.text_model.state_dict().items()}
     visual_before = {k: v.clone() for k, v in lit.visual.state_dict().items()}
     assert not any(name.startswith("text_model") for name in lit.state_dict())  # not saved, not trained
-    history = fit_contrastive(lit, [_images(4), _images(4, 1)[:, :, :28, :28]], CAPTIONS * 2, groups=CAPTIONS * 2,
-                              steps=3, batch_size=8, progress=False)
+    history = _fit(lit, CaptionedImages(torch.cat([_images(4), _images(4, 1)]), CAPTIONS * 2), steps=3, batch_size=8)
     assert len(history["loss"]) == 3 and all(torch.isfinite(torch.tensor(history["loss"])))
     assert all(torch.equal(v, lit.text_model.state_dict()[k]) for k, v in frozen_before.items())
     assert any(not torch.equal(v, lit.visual.state_dict()[k]) for k, v in visual_before.items())
-    assert not lit.training and not lit.text_model.training
+    # train() leaves the trainable parts in train mode; the frozen tower never leaves eval mode
+    assert lit.training and not lit.text_model.training
 
 
-def test_fit_rejects_mismatched_captions(lit):
-    with pytest.raises(ValueError, match="one caption per image"):
-        fit_contrastive(lit, _images(3), CAPTIONS, steps=1, progress=False)
+def test_training_pairs_reject_mismatched_captions():
+    with pytest.raises(ValueError, match="4 entries for 3 images; give one per image"):
+        CaptionedImages(_images(3), CAPTIONS)
 
 
 def test_search_and_forward_follow_the_clipkit_interface(lit):
@@ -133,7 +136,7 @@ def test_search_and_forward_follow_the_clipkit_interface(lit):
 
 
 def test_save_and_load_round_trip(lit, tmp_path):
-    fit_contrastive(lit, _images(4), CAPTIONS, steps=2, batch_size=4, progress=False)
+    _fit(lit, CaptionedImages(_images(4), CAPTIONS), steps=2, batch_size=4)
     save_lit(lit, tmp_path / "lit", metadata={"note": "test"})
     loaded = load_lit(tmp_path / "lit", text_model=lit.text_model)
     images = _images(3, 5)

@@ -138,3 +138,13 @@ def test_loss_with_positives_matches_naive_loops_and_reduces_to_the_other_losses
     torch.testing.assert_close(clip_loss_with_positives(square, positives[:, :6]), multi_positive_clip_loss(square, groups))
     with pytest.raises(ValueError, match="no positive"):
         clip_loss_with_positives(square, torch.zeros(6, 6, dtype=torch.bool))
+
+
+def test_positives_from_groups_matches_a_loop_over_pairs():
+    from clipkit.loss import positives_from_groups
+
+    images, texts = ["star", "moon", "star", 3], ["moon", "star", 3, "sun"]
+    expected = torch.tensor([[a == b for b in texts] for a in images])
+    assert torch.equal(positives_from_groups(images, texts), expected)
+    ids = torch.tensor([0, 1, 0, 2])
+    assert torch.equal(positives_from_groups(ids), ids[:, None] == ids[None, :])

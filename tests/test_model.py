@@ -8,19 +8,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from clipkit.model import (
-    PRESETS,
-    CLIPConfig,
-    MiniCLIP,
-    config_diff,
-    config_from_preset,
-    count_parameters,
-    embed_images,
-    embed_texts,
-    load_model,
-    read_checkpoint_config,
-    save_model,
-)
+from clipkit.config import PRESETS, CLIPConfig, config_diff, config_from_preset
+from clipkit.interface import embed_images, embed_texts
+from clipkit.model import MiniCLIP, count_parameters, load_model, read_checkpoint_config, save_model
 from clipkit.tokenizer import WordTokenizer
 
 CAPTIONS = ["a red circle", "a blue square on the left", "a small green star", "a red square"]

@@ -46,3 +46,25 @@ def test_notebook_code_is_portable(notebook: Path):
         assert not re.search(r"^\s*[!%]\s*pip\b", source, re.M), "install dependencies via pyproject.toml, not in notebooks"
         assert not re.search(r"""["']cuda(:\d+)?["']""", source), "use clipkit.get_device(), not a hard-coded cuda"
         assert not re.search(r"^\s*from\s+\S+\s+import\s+\*", source, re.M), "no star imports"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_is_nbformat_45_and_every_cell_has_an_id(notebook: Path):
+    """Jupyter gives random ids to cells that lack them whenever it saves: committed notebooks carry their own."""
+    import nbformat
+
+    parsed = nbformat.reads(notebook.read_text(), as_version=nbformat.NO_CONVERT)
+    assert (parsed.nbformat, parsed.nbformat_minor) == (4, 5), f"{notebook.name}: run `make clean-notebooks`"
+    nbformat.validate(parsed)
+    ids = [cell.get("id") for cell in parsed.cells]
+    assert all(ids) and len(set(ids)) == len(ids), f"{notebook.name}: cells without an id or with a repeated one"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.stem)
+def test_opening_and_saving_a_notebook_changes_nothing(notebook: Path, tmp_path):
+    """Jupyter saves with nbformat.write: what it writes back must be the committed file, byte for byte."""
+    import nbformat
+
+    saved = tmp_path / notebook.name
+    nbformat.write(nbformat.read(notebook, as_version=4), saved)
+    assert saved.read_text() == notebook.read_text(), f"{notebook.name}: saving it unchanged rewrites it; run `make clean-notebooks`"

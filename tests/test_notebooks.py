@@ -1,8 +1,9 @@
 """Execute every notebook under small CI parameters and check what it records.
 
 Each notebook runs with papermill (CI parameters from `tests/notebook_params.json`) into
-`build/test-notebooks/`, writing its metrics JSON beside the executed copy; the metrics are
-checked against the thresholds below. Notebooks with cells marked `# NBVAL_CHECK_OUTPUT`
+`build/test-notebooks/`, writing its metrics JSON and HTML beside the executed copy; the metrics are
+checked against the thresholds below, and every cell that draws must show its figure, in the
+executed notebook and in its HTML. Notebooks with cells marked `# NBVAL_CHECK_OUTPUT`
 are then re-run by nbval, which compares those cells' outputs with the committed ones.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from clipkit.notebook import CELL_TIMEOUT_SECONDS, NBVAL_MARKER
+from clipkit.notebook import CELL_TIMEOUT_SECONDS, NBVAL_MARKER, NO_FIGURE_MARKER, drawing_cells_without_figures, figures_missing_from_html
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "test-notebooks"
@@ -148,10 +149,11 @@ def notebook_environment(tmp_path_factory):
             "CLIPKIT_CACHE_DIR": os.environ.get("CLIPKIT_CACHE_DIR", str(ROOT / ".clipkit" / "cache")),
             "HF_HUB_OFFLINE": "1",
             "GRADIO_ANALYTICS_ENABLED": "False",
-            "MPLBACKEND": "agg",
             "PYTHONWARNINGS": "ignore::DeprecationWarning",
         }
     )
+    # Kernels draw inline, as in JupyterLab; a MPLBACKEND (agg) would hide every figure.
+    os.environ.pop("MPLBACKEND", None)
     yield home
     os.environ.clear()
     os.environ.update(saved)
@@ -167,7 +169,7 @@ def test_notebook_executes_and_meets_thresholds(notebook: Path, notebook_environ
 
     parameters = CI_PARAMETERS.get(_relative(notebook), {})
     out_dir = BUILD / notebook.parent.name
-    _, metrics = execute(notebook, out_dir, parameters, timeout=CELL_TIMEOUT_SECONDS)
+    _, metrics = execute(notebook, out_dir, parameters, timeout=CELL_TIMEOUT_SECONDS, html=True)
 
     metrics_path = out_dir / f"{notebook.stem}.metrics.json"
     assert metrics_path.exists(), f"{notebook.name} did not call record_metrics(..., metrics_path) at its end"
@@ -175,6 +177,21 @@ def test_notebook_executes_and_meets_thresholds(notebook: Path, notebook_environ
         assert key in metrics, f"{notebook.name} no longer records {key!r}; it recorded {sorted(metrics)}"
         assert metrics[key] is not None, f"{notebook.name} recorded {key} = null (NaN or inf)"
         assert COMPARISONS[comparison](metrics[key], bound), f"{notebook.name}: {key} = {metrics[key]}, wanted {comparison} {bound}"
+    _assert_every_figure_shows(notebook, out_dir)
+
+
+def _assert_every_figure_shows(notebook: Path, out_dir: Path) -> None:
+    """What a person sees: each cell that draws shows an image in the executed notebook, and the
+    HTML `make run` writes (the same `execute(..., html=True)`) embeds every one of them."""
+    executed = json.loads((out_dir / notebook.name).read_text())
+    where = _relative(notebook)
+    blank = drawing_cells_without_figures(executed)
+    assert not blank, f"{where}: cells that draw but show no figure (mark a cell that should not with # {NO_FIGURE_MARKER}: why):\n" + "\n".join(
+        f"  cell {index}: {first_line}" for index, first_line in blank
+    )
+    html = (out_dir / notebook.name).with_suffix(".html").read_text()
+    lost = figures_missing_from_html(executed, html)
+    assert not lost, f"{where}: figures the HTML page does not show:\n" + "\n".join(f"  cell {index}: {first_line}" for index, first_line in lost)
 
 
 def _has_checked_cells(notebook: Path) -> bool:

@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from clipkit.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES, shape_mask
-from clipkit.painters import StampImage, build_parameterisation, total_variation
-from clipkit.steer import SteerConfig
+from clipkit.steer.config import PARAMETERISATIONS, SteerConfig
+from clipkit.steer.painters import StampImage, build_parameterisation
+
+
+def test_every_parameterisation_the_config_accepts_has_a_painter():
+    built = {kind: type(build_parameterisation(SteerConfig(parameterisation=kind, image_size=8))).__name__ for kind in PARAMETERISATIONS}
+    assert built == {"pixels": "PixelImage", "fourier": "FourierImage", "strokes": "StrokeImage", "shapes": "ShapeImage", "stamps": "StampImage"}
 
 
 @pytest.mark.parametrize("kind", ["pixels", "fourier", "strokes", "shapes", "stamps"])
@@ -112,13 +117,6 @@ def test_painted_primitives_paint_over_an_init_image():
     with torch.no_grad():
         image_param.opacity_logits.fill_(-30)  # invisible strokes: only the picture shows
         assert torch.allclose(image_param()[0], photo, atol=1e-6)
-
-
-def test_total_variation_matches_a_loop():
-    image = torch.rand(2, 3, 5, 6)
-    down = sum(abs(image[b, c, i + 1, j] - image[b, c, i, j]) for b in range(2) for c in range(3) for i in range(4) for j in range(6))
-    across = sum(abs(image[b, c, i, j + 1] - image[b, c, i, j]) for b in range(2) for c in range(3) for i in range(5) for j in range(5))
-    assert total_variation(image).item() == pytest.approx((down / (2 * 3 * 4 * 6) + across / (2 * 3 * 5 * 5)).item(), rel=1e-5)
 
 
 def _stamp(shape: str, centre: tuple[float, float], diameter: float, side: int = 64) -> StampImage:

@@ -10,7 +10,7 @@ from PIL import Image
 
 open_clip = pytest.importorskip("open_clip")
 
-from clipkit.model import embed_images, embed_texts  # noqa: E402
+from clipkit.interface import embed_images, embed_texts  # noqa: E402
 from clipkit.pretrained import (  # noqa: E402
     OpenCLIPModel,
     PretrainedWeightsUnavailableError,
@@ -104,6 +104,38 @@ def test_an_unfetchable_tag_says_how_to_pass_a_local_file(monkeypatch):
     monkeypatch.setattr(open_clip, "create_model", offline)
     with pytest.raises(PretrainedWeightsUnavailableError, match="HF_HUB_OFFLINE=1 is set.*pretrained='/path/to/"):
         load_open_clip("ViT-B-32", pretrained="laion2b_s34b_b79k")
+
+
+_OFFLINE_TRY = """
+import time
+from clipkit.pretrained import PretrainedWeightsUnavailableError, load_open_clip
+start = time.perf_counter()
+try:
+    load_open_clip("RN50", pretrained="openai")
+except PretrainedWeightsUnavailableError as error:
+    print(f"{time.perf_counter() - start:.3f}")
+    print(error)
+"""
+
+
+def test_without_network_a_tag_fails_in_seconds_with_one_line(tmp_path):
+    """Issue 14: with HF_HUB_OFFLINE unset, the hub client used to retry for about a minute first."""
+    import os
+    import subprocess
+    import sys
+
+    from clipkit.pretrained import _weights_host, host_reachable
+
+    if host_reachable(_weights_host(open_clip.get_pretrained_cfg("RN50", "openai"))):
+        pytest.skip("this machine reaches the hub: the test would download weights")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_HOME"] = str(tmp_path / "empty-cache")  # nothing cached: the weights cannot come from disk
+    done = subprocess.run([sys.executable, "-c", _OFFLINE_TRY], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seconds, message = done.stdout.strip().split("\n")  # the error message is one line
+    assert float(seconds) < 15
+    assert "'openai'" in message and "cannot reach the hub" in message and "pretrained='/path/to/" in message
+    assert "thrown while requesting" not in done.stderr and "Failed to download" not in done.stderr  # no retry chatter
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 from clipkit.data import ShapesWorld
 from clipkit.data.transforms import normalize_images
-from clipkit.model import MiniCLIP, config_from_preset, embed_texts
+from clipkit.config import config_from_preset
+from clipkit.interface import embed_texts
+from clipkit.model import MiniCLIP
 from clipkit.saliency import (
     as_float_image,
     gradient_saliency,
@@ -168,12 +170,14 @@ def test_values_mode_is_for_a_vit_and_modes_are_checked(cnn, image):
 
 
 def test_patch_similarity_needs_a_clipkit_image_tower(image):
-    class Other(torch.nn.Module):
+    from clipkit.interface import CLIPBase
+
+    class Other(CLIPBase):  # a model of the interface whose image tower is not one of clipkit's
         image_size, image_mean, image_std = 32, (0.5,) * 3, (0.5,) * 3
 
         def __init__(self):
             super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.logit_scale = torch.nn.Parameter(torch.zeros(()))
 
     with pytest.raises(TypeError, match="to_miniclip"):
         patch_similarity(Other(), image, torch.ones(4))

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clipkit.interface import CLIPBase, embed_images, embed_texts
 from clipkit.search import EmbeddingIndex, exact_top_k, index_images, retrieval_recall, search_image, search_text
 
 
@@ -166,23 +167,41 @@ def test_search_on_gpu_matches_cpu(filled):
 # --- model-facing helpers, with a stub model -----------------------------------------------
 
 
-class ProjectionModel:
-    """A deterministic stand-in for a CLIP model: images are embedded by a fixed random projection
-    of their pixels, and the caption "image i" by the same projection of registered image i."""
+class _PositionTokenizer:
+    """Reads the caption "image i" as the single token i."""
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        return torch.tensor([[int(text.removeprefix("image "))] for text in texts])  # [B, 1]
+
+
+class ProjectionModel(CLIPBase):
+    """A deterministic stand-in for a CLIP model behind the clipkit interface: images are embedded by
+    a fixed random projection of their pixels, and the caption "image i" by the same projection of
+    registered image i."""
+
+    tokenizer = _PositionTokenizer()
 
     def __init__(self, images: torch.Tensor, dim: int = 12):
-        self.images = images
+        super().__init__()
+        self.pixels = images.float() / 255  # what to_model_input makes of uint8 images with mean 0, std 1
         self.projection = _random(images[0].numel(), dim, seed=9)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(0.0))
         self.image_calls = 0
 
-    def embed_images(self, images) -> torch.Tensor:
-        self.image_calls += 1
-        pixels = torch.as_tensor(images).float().flatten(1)  # [B, 3, H, W] -> [B, 3*H*W]
-        return F.normalize(pixels @ self.projection, dim=1)
+    image_size, image_mean, image_std = 6, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
-    def embed_texts(self, texts: list[str]) -> torch.Tensor:
-        positions = [int(text.removeprefix("image ")) for text in texts]
-        return self.embed_images(self.images[positions])
+    @property
+    def embed_dim(self) -> int:
+        return self.projection.shape[1]
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        self.image_calls += 1
+        features = images.flatten(1) @ self.projection  # [B, 3, H, W] -> [B, 3*H*W] -> [B, D]
+        return F.normalize(features, dim=1) if normalize else features
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        features = self.pixels[tokens[:, 0]].flatten(1) @ self.projection  # [B, 3, H, W] -> [B, D]
+        return F.normalize(features, dim=1) if normalize else features
 
 
 @pytest.fixture
@@ -196,7 +215,7 @@ def test_index_images_equals_embedding_then_adding(photos):
     index = index_images(model, photos, items=names, batch_size=16, progress=False)
     assert model.image_calls == 4  # ceil(50 / 16) batches
     assert len(index) == 50 and index.items == names and index.dim == 12
-    torch.testing.assert_close(index.embeddings, model.embed_images(photos))
+    torch.testing.assert_close(index.embeddings, embed_images(model, photos))
 
 
 def test_index_images_extends_an_existing_index(photos):
@@ -219,8 +238,9 @@ def test_search_text_and_image_find_the_right_photo(photos):
 
 
 def test_helpers_follow_the_clipkit_model_interface(photos):
-    """A real (untrained) MiniCLIP has no embed_* methods, so the helpers go through clipkit.model."""
-    from clipkit.model import MiniCLIP, config_from_preset, embed_images, embed_texts
+    """A real (untrained) MiniCLIP through the helpers gives what embed_images/embed_texts give."""
+    from clipkit.config import config_from_preset
+    from clipkit.model import MiniCLIP
     from clipkit.tokenizer import WordTokenizer
 
     tokenizer = WordTokenizer(["a", "red", "blue", "circle", "square"], context_length=12)

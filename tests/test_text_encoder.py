@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipkit.model import TextConfig
-from clipkit.text_encoder import QuickGELU, SelfAttention, TextEncoder, Transformer, attention_weights
+from clipkit.config import TextConfig
+from clipkit.text_encoder import TextEncoder
+from clipkit.transformer import QuickGELU, SelfAttention, Transformer, attention_weights
 
 VOCAB, CONTEXT, EOT = 50, 16, 49
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from clipkit.model import load_model
-from clipkit.train import main, read_train_state
+from clipkit.train import read_train_state
+from clipkit.train.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from clipkit.train import TrainConfig, average_gradients, batch_to_input, build_model, compute_loss, read_train_state
+from clipkit.train import TrainConfig, batch_to_input, build_model, compute_loss, read_train_state
+from clipkit.train.ddp import average_gradients
 
 ROOT = Path(__file__).resolve().parents[1]
 # A ViT: BatchNorm would normalise each process's share with its own statistics, which no gather can undo.
@@ -30,7 +31,7 @@ def _loss_and_gradients():
     model, data = build_model(VIT_PROFILE, seed=0)
     batch = data.batch(BATCH, seed=0, step=0, hard_negatives=True, attributes=True)
     share = BATCH // world
-    images = batch_to_input(model, batch.images[rank * share : (rank + 1) * share], augment_seed=None, device="cpu")
+    images = batch_to_input(model, batch.images[rank * share : (rank + 1) * share], augment_seed=None)
     out = compute_loss(model, batch, CONFIG, images)
     out["loss"].backward()
     average_gradients(model)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clipkit.exercises.core import EXERCISES
+from clipkit.exercises.spec import EXERCISES
 from clipkit.exercises.generate import (
     BEGIN,
     END,

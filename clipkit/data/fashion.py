@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clipkit.data.grammar import with_articles
 from clipkit.data.transforms import CaptionedImages
 from clipkit.env import data_dir
 
@@ -42,7 +43,7 @@ FASHION_MNIST_LABELS = (
 CLASS_NAMES = (
     "t-shirt", "pair of trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"
 )
-_WITH_ARTICLE = {name: ("an " if name[0] in "aeiou" else "a ") + name for name in CLASS_NAMES}
+_WITH_ARTICLE = {name: with_articles(f"a {name}") for name in CLASS_NAMES}
 
 # Caption templates; {item} is the class name with its article ("an ankle boot").
 CAPTION_TEMPLATES = (

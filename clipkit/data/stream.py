@@ -7,8 +7,10 @@ draw batches ahead in any order.
 
 A `TrainingData` mixes one or more sources (the shapes world, a captioned image set such as
 Fashion-MNIST) in fixed proportions. Each source makes batches, lists every text it can produce (to
-fit a tokenizer) and evaluates a model on data it never trains on. `build_data` makes one from a
-plain spec, which checkpoints store to refuse resuming on other data.
+fit a tokenizer) and keeps data it never trains on for evaluation; `clipkit.evaluate` measures
+models on it and `clipkit.prompts` adds the prompts evaluation asks with, for the data layer knows
+nothing of models. `build_data` makes one from a plain spec, which checkpoints store to refuse
+resuming on other data.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any
 import torch
 
 from clipkit.data.fashion import load_fashion_mnist
-from clipkit.data.shapes import POSITIONS, WHERE_PHRASES, ShapesConfig, ShapesWorld, with_articles
+from clipkit.data.grammar import fix_articles
+from clipkit.data.shapes import POSITIONS, WHERE_PHRASES, ShapesConfig, ShapesWorld
 from clipkit.data.transforms import CaptionedImages, resize_images
 
 
@@ -57,7 +60,7 @@ class ShapesSource:
         # sizes and places late) "something small", "something on the left".
         values = {"colour": list(self.world.colours), "shape": list(self.world.shapes),
                   "size": list(self.world.size_names), "position": list(POSITIONS)}
-        phrase = {"colour": lambda v: f"something {v}", "shape": lambda v: _with_article(f"a {v}"),
+        phrase = {"colour": lambda v: f"something {v}", "shape": lambda v: fix_articles(f"a {v}"),
                   "size": lambda v: f"something {v}", "position": lambda v: f"something {WHERE_PHRASES[v][0]}"}
         self.attribute_columns = [(kind, value) for kind in attributes for value in values[kind]]
         self.attribute_texts = [phrase[kind](value) for kind, value in self.attribute_columns]
@@ -84,24 +87,8 @@ class ShapesSource:
         return batch
 
     def vocabulary(self) -> list[str]:
-        from clipkit.zeroshot import TEMPLATES, class_prompts
-
-        captions = self.world.sample(4000, seed=12345, split="all").captions
-        prompts = [p for t in TEMPLATES["shapes"] for p in class_prompts(self.world.class_names, t)]
-        return captions + prompts + self.attribute_texts
-
-    @torch.no_grad()
-    def evaluate(self, model, size: int) -> dict[str, float]:
-        from clipkit.model import embed_images, embed_texts
-        from clipkit.search import retrieval_recall
-        from clipkit.zeroshot import compositional_zeroshot
-
-        scores = compositional_zeroshot(model, self.world, n=size, seed=1000)
-        sample = self.world.sample(size, seed=2000, split="train")
-        recall = retrieval_recall(
-            embed_images(model, sample.images), embed_texts(model, sample.captions), torch.arange(size)
-        )
-        return {**scores, **{key.replace("_recall", "_r"): value for key, value in recall.items()}}
+        """Every text this source writes: a large sample of captions (all splits) and the attribute texts."""
+        return self.world.sample(4000, seed=12345, split="all").captions + self.attribute_texts
 
 
 class CaptionedSource:
@@ -109,12 +96,13 @@ class CaptionedSource:
 
     def __init__(self, image_size: int, dataset=None, eval_dataset=None, templates=None, name: str = "fashion"):
         if dataset is None:
-            from clipkit.zeroshot import TEMPLATES
-
             dataset, eval_dataset = load_fashion_mnist("train"), load_fashion_mnist("test")
-            templates = TEMPLATES["fashion-mnist"]
+            templates = templates or "fashion-mnist"
         self.name, self.spec = name, {"images": len(dataset)}
-        self.dataset, self.eval_dataset, self.templates = dataset, eval_dataset, tuple(templates or ("a {}",))
+        self.dataset, self.eval_dataset = dataset, eval_dataset
+        # Zero-shot prompts for evaluation: templates such as ("a photo of a {}",), or the name of a
+        # set in clipkit.prompts.TEMPLATES; None asks with "a {}".
+        self.templates = templates if templates is None or isinstance(templates, str) else tuple(templates)
         # Resized once to the model's size (and kept one channel when grey): batches are then slices.
         grey = dataset.images[:, :1] if bool((dataset.images[:, :1] == dataset.images).all()) else dataset.images
         chunks = [
@@ -136,21 +124,8 @@ class CaptionedSource:
         return Batch(self.images[rows].expand(-1, 3, -1, -1), captions, groups)
 
     def vocabulary(self) -> list[str]:
-        from clipkit.zeroshot import class_prompts
-
-        names = self.dataset.class_names or []
-        return list(self.dataset.captions) + [p for t in self.templates for p in class_prompts(names, t)]
-
-    @torch.no_grad()
-    def evaluate(self, model, size: int) -> dict[str, float]:
-        from clipkit.zeroshot import evaluate_zeroshot
-
-        if self.eval_dataset is None or self.eval_dataset.labels is None:
-            return {}
-        report = evaluate_zeroshot(
-            model, self.eval_dataset.images, self.eval_dataset.labels, self.eval_dataset.class_names, self.templates
-        )
-        return {f"{self.name}_top1": report.top1}
+        """Every caption of the data set."""
+        return list(self.dataset.captions)
 
 
 class TrainingData:
@@ -188,10 +163,9 @@ class TrainingData:
         )
 
     def vocabulary(self) -> list[str]:
+        """Every text the sources write (their captions and attribute texts), to fit a tokenizer on;
+        `clipkit.prompts.prompt_vocabulary(data)` adds the prompts evaluation will ask with."""
         return [text for source in self.sources for text in source.vocabulary()]
-
-    def evaluate(self, model, size: int) -> dict[str, float]:
-        return {key: value for source in self.sources for key, value in source.evaluate(model, size).items()}
 
 
 class _StepBatches(torch.utils.data.Dataset):
@@ -270,11 +244,6 @@ def as_training_data(data, image_size: int) -> TrainingData:
     return build_data(data, image_size)
 
 
-def _with_article(text: str) -> str:
-    """"a"/"an" made right for the word that follows, whichever was written."""
-    return with_articles(re.sub(r"\ban\b", "a", text))
-
-
 def swap_colours(caption: str, scene) -> str | None:
     """The caption with its two objects' colours exchanged ("a red circle and a blue square" ->
     "a blue circle and a red square"), or None when that would not make it false (one object, or
@@ -286,4 +255,4 @@ def swap_colours(caption: str, scene) -> str | None:
         return None
     words = {colour_a: colour_b, colour_b: colour_a}
     swapped = re.sub(rf"\b({colour_a}|{colour_b})\b", lambda match: words[match.group(1)], caption)
-    return _with_article(swapped)
+    return fix_articles(swapped)

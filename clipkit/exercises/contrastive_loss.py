@@ -7,7 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from clipkit.exercises.core import Case, Exercise, Mistake, check, norm_range, register
+from clipkit.exercises.core import check, norm_range
+from clipkit.exercises.spec import Case, Exercise, Mistake, Output, register
 
 NOTEBOOK = "04_contrastive_loss"
 
@@ -93,6 +94,8 @@ CLIP_LOSS_BY_HAND = register(Exercise(
     notebook=NOTEBOOK,
     reference=clip_loss_by_hand,
     cases=_cases,
+    returns=(Output("loss", "[]"),),
+    differentiable=("image_features", "text_features", "logit_scale"),  # training learns the scale too
     mistakes=[
         Mistake("no_exp", _no_exp,
                 "logits must be scaled by exp(logit_scale): you multiplied by logit_scale itself ({stored:.2f}, the "

@@ -23,6 +23,8 @@ import json
 import re
 from pathlib import Path
 
+from clipkit.notebook import NBFORMAT_VERSION, assign_cell_ids
+
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 HEADER_TAG = "exercise-header"  # the tag of the generated header cell: it marks a tutorial as generated
 CHECK_CALL = "exercises.check_"
@@ -82,11 +84,14 @@ def _header_cell(source_name: str, names: list[str]) -> dict:
 > prints a hint; call it again for the next.
 > Until an exercise passes, the notebook goes on with the reference solution, so every cell after it
 > still runs. The worked solutions are in `notebooks/{source_name}`."""
-    return {"cell_type": "markdown", "metadata": {"tags": [HEADER_TAG]}, "source": _as_source(text.split("\n"))}
+    return {"cell_type": "markdown", "id": HEADER_TAG, "metadata": {"tags": [HEADER_TAG]},
+            "source": _as_source(text.split("\n"))}
 
 
 def tutorial_from_notebook(notebook: dict, source_name: str) -> dict | None:
     """The exercise version of a solution notebook (parsed JSON), or None when it marks no solution."""
+    notebook = {**notebook, "cells": [dict(cell) for cell in notebook["cells"]]}
+    assign_cell_ids(notebook["cells"])  # the ids `clean` gives the notebook, so both files carry the same
     cells, names = [], []
     awaiting_check: list[str] = []  # exercises of the last marked cell: the next code cell must check them
     for index, cell in enumerate(notebook["cells"]):
@@ -111,11 +116,12 @@ def tutorial_from_notebook(notebook: dict, source_name: str) -> dict | None:
     _check_registered(names, source_name)
     position = 1 if cells and cells[0]["cell_type"] == "markdown" else 0  # after the title
     cells.insert(position, _header_cell(source_name, names))
-    return {**notebook, "cells": cells}
+    assign_cell_ids(cells)  # a notebook cell already named like the header gets another id
+    return {**notebook, "cells": cells, "nbformat": NBFORMAT_VERSION[0], "nbformat_minor": NBFORMAT_VERSION[1]}
 
 
 def _check_registered(names: list[str], source_name: str) -> None:
-    from clipkit.exercises.core import EXERCISES
+    from clipkit.exercises.spec import EXERCISES
 
     unknown = [name for name in names if name not in EXERCISES]
     if unknown:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from clipkit.exercises.core import Case, Exercise, Mistake, check, register
+from clipkit.exercises.core import check
+from clipkit.exercises.spec import Case, Exercise, Mistake, Output, register
 
 NOTEBOOK = "03_image_encoder"
 
@@ -65,6 +66,8 @@ PATCHIFY = register(Exercise(
     notebook=NOTEBOOK,
     reference=patchify,
     cases=_patch_cases,
+    returns=(Output("patches", "[B, grid², 3 * p * p]"),),
+    differentiable=("pixels",),
     mistakes=[
         Mistake("not_transposed", _not_transposed,
                 "you returned [B, 3*p*p, grid²]: one column per patch. The Transformer wants one row (token) per "
@@ -148,6 +151,8 @@ WITH_CLASS_TOKEN = register(Exercise(
     notebook=NOTEBOOK,
     reference=with_class_token,
     cases=_token_cases,
+    returns=(Output("tokens", "[B, 1 + grid², width]"),),
+    differentiable=("patch_tokens", "class_embedding", "positional_embedding"),
     mistakes=[
         Mistake("class_token_last", _class_token_last,
                 "the class token is at the end. Put it first: the ViT reads the image's embedding from position 0, "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from clipkit.exercises.core import Case, Exercise, Mistake, check, register
+from clipkit.exercises.core import check
+from clipkit.exercises.spec import Case, Exercise, Mistake, Output, register
 
 NOTEBOOK = "07_search"
 
@@ -56,6 +57,8 @@ TOP_K_SEARCH = register(Exercise(
     notebook=NOTEBOOK,
     reference=top_k_search,
     cases=_cases,
+    returns=(Output("scores", "[Q, k]"), Output("indices", "[Q, k]")),
+    on_device=("query_embeddings", "gallery_embeddings"),  # embed_texts and embed_images return them on the model's device
     mistakes=[
         Mistake("least_similar", _least_similar,
                 "you returned the k *least* similar images. A higher cosine similarity is a better match: "

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from clipkit.data.transforms import normalize_images, resize_images
-from clipkit.exercises.core import Case, Exercise, Mistake, check, register
+from clipkit.exercises.core import check
+from clipkit.exercises.spec import Case, Exercise, Mistake, Output, register
 
 NOTEBOOK = "08_art_steering"
 
@@ -53,7 +54,7 @@ def _in_eval_mode(call, inputs):
     was_training = model.training
     model.eval()
     try:
-        return call(inputs)
+        return [call(inputs)]
     finally:
         model.train(was_training)
 
@@ -66,18 +67,9 @@ def _cases(model, text_features) -> list[Case]:
     cases = []
     for target, what in ((text_features.detach(), "your prompt's features"), (other, "a random unit vector")):
         logits = (2 * torch.randn(1, 3, side, side, generator=generator)).to(device).requires_grad_(True)
-        cases.append(Case(f"logits [1, 3, {side}, {side}] against {what}", {"logits": logits},
-                          shared={"model": model, "text_features": target}))
+        cases.append(Case(f"logits [1, 3, {side}, {side}] against {what}", {"logits": logits, "text_features": target},
+                          shared={"model": model}))
     return cases
-
-
-def _has_gradient(output, case: Case) -> str | None:
-    if not isinstance(output, torch.Tensor) or output.grad_fn is None:
-        return ("the loss has the right value but no gradient: return the tensor itself (no .item(), no .detach(), "
-                "no torch.no_grad()), so that loss.backward() reaches the logits.")
-    if output.ndim != 0:
-        return f"the loss should be one number (a 0-d tensor), got shape {list(output.shape)}: take .mean()."
-    return None
 
 
 def _mean_shift(case: Case) -> dict:
@@ -90,12 +82,14 @@ STEERING_LOSS = register(Exercise(
     reference=steering_loss_by_hand,
     cases=_cases,
     apply=_in_eval_mode,
-    validate=_has_gradient,
+    returns=(Output("loss", "[]"),),
+    differentiable=("logits",),  # the steering loop's loss.backward() must reach them
     mistakes=[
         Mistake("without_normalize_images", _without_normalize_images,
                 "steering without normalize_images: the model was trained on images normalised with its mean "
-                "({mean}) and std, so it sees your pixels as a different, darker image. Pass the resized image "
-                "through normalize_images(x, model.image_mean, model.image_std).", _mean_shift),
+                "({mean}) and std, so it reads your pixels as a washed-out, low-contrast image in which black looks "
+                "like that mean colour. Pass the resized image through normalize_images(x, model.image_mean, "
+                "model.image_std).", _mean_shift),
         Mistake("without_sigmoid", _without_sigmoid,
                 "the logits go to the model as if they were pixels. The image is torch.sigmoid(logits), which keeps "
                 "every pixel in [0, 1] however far the optimiser moves the logits."),

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from clipkit.exercises.core import Case, Exercise, Mistake, check, register
+from clipkit.exercises.core import check
+from clipkit.exercises.spec import Case, Exercise, Mistake, Output, register
 
 NOTEBOOK = "02_text_encoder"
 
@@ -87,6 +88,8 @@ MASKED_ATTENTION = register(Exercise(
     notebook=NOTEBOOK,
     reference=masked_attention,
     cases=_attention_cases,
+    returns=(Output("mixed", "[B, heads, L, d]"), Output("weights", "[B, heads, L, L]")),
+    differentiable=("q", "k", "v"),
     mistakes=[
         Mistake("no_mask", _no_mask,
                 "tokens attend to tokens after them: on average {leak:.0%} of a token's attention goes to the future. "
@@ -95,11 +98,11 @@ MASKED_ATTENTION = register(Exercise(
                 "the mask is reversed: each token sees itself and the tokens after it, never the ones before. Mask "
                 "where the key comes after the query: torch.ones(L, L, dtype=torch.bool).triu(1)."),
         Mistake("mask_hides_diagonal", _mask_hides_diagonal,
-                "the mask hides the diagonal too, so the first token may attend to nothing and its weights are NaN. "
+                "the mask hides the diagonal too, so the first token can attend to nothing and its weights are NaN. "
                 "A token may attend to itself: mask strictly above the diagonal, .triu(1)."),
         Mistake("no_scaling", _no_scaling,
                 "the scores are not divided by sqrt(d) = sqrt({dim}) = {sqrt_d:.2f}, so the softmax comes out too sharp "
-                "(and grows sharper with wider heads). Divide q @ k.T by math.sqrt(q.shape[-1]).", _sqrt_d),
+                "(and grows sharper with wider heads). Divide q @ k.transpose(-2, -1) by math.sqrt(q.shape[-1]).", _sqrt_d),
         Mistake("softmax_over_queries", _softmax_over_queries,
                 "the softmax runs over the queries (dim=-2), so each column sums to 1. Each query distributes its "
                 "attention over the keys: softmax(dim=-1), so that every row sums to 1."),
@@ -183,6 +186,8 @@ POOL_AT_EOT = register(Exercise(
     notebook=NOTEBOOK,
     reference=pool_at_eot,
     cases=_pooling_cases,
+    returns=(Output("pooled", "[B, width]"),),
+    differentiable=("hidden",),
     mistakes=[
         Mistake("last_position", _last_position,
                 "you took the last position of every row, which is padding for every caption shorter than the "

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from clipkit.exercises.core import Case, Exercise, Mistake, check, register
+from clipkit.exercises.core import check
+from clipkit.exercises.spec import Case, Exercise, Mistake, Output, register
 
 NOTEBOOK = "05_train_mini_clip"
 
@@ -63,7 +64,7 @@ def _schedule_cases() -> list[Case]:
 
 
 def _every_step(call, inputs):
-    return [float(call({**inputs, "step": step})) for step in inputs["steps"]]
+    return [call({**inputs, "step": step}) for step in inputs["steps"]]
 
 
 def _schedule_facts(case: Case) -> dict:
@@ -82,13 +83,14 @@ LR_MULTIPLIER = register(Exercise(
     reference=lr_multiplier,
     cases=_schedule_cases,
     apply=_every_step,
+    returns=(Output("multiplier", ""),),
     mistakes=[
         Mistake("no_warmup", _no_warmup,
                 "there is no warmup: the multiplier starts at 1. For the first `warmup` steps it should rise "
                 "linearly from 1e-3 to 1 (Adam's first moment estimates are noisy), and only then follow the cosine."),
         Mistake("warmup_from_zero", _warmup_from_zero,
                 "at step 0 your multiplier is 0, so the first step does nothing. Start the warmup at 1e-3: "
-                "1e-3 + (1 - 1e-3) * step / warmup, as clipkit.train.warmup_cosine does."),
+                "1e-3 + (1 - 1e-3) * step / warmup, as clipkit.schedule.warmup_cosine does."),
         Mistake("no_floor", _no_floor,
                 "the cosine ends at 0 whatever `floor` says (floor={floor} here). Scale it to end at the floor: "
                 "floor + (1 - floor) * 0.5 * (1 + cos(pi * progress)).", _schedule_facts),
@@ -164,6 +166,7 @@ MULTI_POSITIVE_TARGETS = register(Exercise(
     notebook=NOTEBOOK,
     reference=multi_positive_targets,
     cases=_target_cases,
+    returns=(Output("targets", "[B, B]"),),
     mistakes=[
         Mistake("identity", _identity,
                 "you returned the identity: only caption i is right for image i. When two images have the same "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from clipkit.exercises.core import Case, Exercise, Mistake, check, norm_range, register
+from clipkit.exercises.core import check, norm_range
+from clipkit.exercises.spec import Case, Exercise, Mistake, Output, register
 
 NOTEBOOK = "06_zero_shot"
 
@@ -54,6 +55,8 @@ CLASSIFIER_WEIGHTS = register(Exercise(
     notebook=NOTEBOOK,
     reference=classifier_weights,
     cases=_cases,
+    returns=(Output("weights", "[C, D]"),),
+    on_device=("prompt_embeddings",),  # embed_texts returns them on the model's device
     mistakes=[
         Mistake("not_renormalised", _not_renormalised,
                 "the zero-shot classifier is not renormalised after averaging templates: the mean of unit vectors is "

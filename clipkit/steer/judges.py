@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import torch
-from torch import nn
 
-from clipkit.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES, WHERE_PHRASES, with_articles
+from clipkit.data.grammar import with_articles
+from clipkit.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES, WHERE_PHRASES
+from clipkit.interface import CLIPBase, embed_images, embed_texts
 
 
 @dataclass(frozen=True)
@@ -132,12 +133,10 @@ def shapes_contrasts(prompt: str) -> list[str]:
     return contrasts
 
 
-def zero_shot_judge(model: nn.Module, image: torch.Tensor, prompt: str) -> dict[str, str | bool]:
+def zero_shot_judge(model: CLIPBase, image: torch.Tensor, prompt: str) -> dict[str, str | bool]:
     """Ask `model` (ideally not the one that steered) what `image` shows, one question per attribute
     the prompt states: which of the 64 colour-shape classes, then which size, then which position
     (the other attributes fixed to the prompt's). Returns each answer and `correct`: all match."""
-    from clipkit.model import embed_images, embed_texts
-
     wanted = parse_shapes_prompt(prompt)
     if wanted.colour is None or wanted.shape is None:
         raise ValueError(f"{prompt!r} must name a colour ({', '.join(COLOURS)}) and a shape ({', '.join(SHAPES)})")

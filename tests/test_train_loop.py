@@ -1,22 +1,12 @@
-"""The training loop: schedule, resume, NaN handling, load_or_train."""
+"""The training loop: history, evaluation, checkpoints, exact resuming, NaN handling, workers, compile."""
 
 import math
 
 import pytest
 import torch
 
-from clipkit.checkpoint import CheckpointMismatchError, read_train_state
 from clipkit.model import load_model
-from clipkit.train import (
-    NonFiniteLossError,
-    TrainConfig,
-    build_model,
-    default_out_dir,
-    load_or_train,
-    parameter_groups,
-    train,
-    warmup_cosine,
-)
+from clipkit.train import NonFiniteLossError, TrainConfig, build_model, read_train_state, train
 
 TINY = {"steps": 12, "batch_size": 16, "warmup_steps": 2, "eval_size": 32, "lr": 3e-3}
 
@@ -28,20 +18,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def test_schedule_warms_up_then_follows_a_cosine_and_decay_skips_norms_biases_and_scale():
-    assert warmup_cosine(0, 10, 110, 0.1) == pytest.approx(1e-3)
-    assert warmup_cosine(10, 10, 110, 0.1) == pytest.approx(1.0)
-    assert warmup_cosine(60, 10, 110, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert warmup_cosine(110, 10, 110, 0.1) == pytest.approx(0.1)
-    model, _ = build_model("ci")
-    decay, no_decay = parameter_groups(model, 0.1)
-    names = {id(p): n for n, p in model.named_parameters()}
-    exempt = {names[id(p)] for p in no_decay["params"]}
-    assert "logit_scale" in exempt and all(p.ndim >= 2 for p in decay["params"])
-    assert any(n.endswith(".bias") for n in exempt) and any("norm" in n or "bn" in n for n in exempt)
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
 def test_training_lowers_the_loss_and_records_history_and_checkpoint(tmp_path):
@@ -105,37 +81,6 @@ def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
     assert read_train_state(tmp_path)["step"] == 5
     saved = load_model(tmp_path)
     assert all(torch.isfinite(t).all() for t in saved.state_dict().values() if t.is_floating_point())
-
-
-def test_load_or_train_trains_once_then_loads_and_refuses_another_profile(tmp_path):
-    model = load_or_train("ci", out_dir=tmp_path, steps=4, device="cpu", progress=False)
-    assert model.metadata["profile"] == "ci" and model.metadata["steps"] == 4
-    modified = (tmp_path / "model.safetensors").stat().st_mtime_ns
-    again = load_or_train("ci", out_dir=tmp_path, steps=8, device="cpu", progress=False)  # steps only for training
-    assert (tmp_path / "model.safetensors").stat().st_mtime_ns == modified
-    torch.testing.assert_close(again.state_dict(), model.state_dict())
-    with pytest.raises(CheckpointMismatchError, match="profile 'ci'"):
-        load_or_train("cpu", out_dir=tmp_path, device="cpu", progress=False)
-
-
-def test_default_folders_differ_per_seed_and_for_profiles_beyond_notebook_05s(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPKIT_CHECKPOINT_DIR", str(tmp_path))
-    assert default_out_dir(0) == tmp_path / "mini-clip"
-    assert default_out_dir(1) == tmp_path / "mini-clip-seed1"
-    # notebook 05 may train any of ci, cpu, gpu: later notebooks find it in the one folder
-    assert {default_out_dir(0, profile) for profile in ("ci", "cpu", "gpu")} == {tmp_path / "mini-clip"}
-    # a model notebook 05 never trains must not collide with its checkpoint
-    assert default_out_dir(1, "cpu-where") == tmp_path / "mini-clip-cpu-where-seed1"
-
-
-def test_the_where_profile_learns_with_centroid_pooling_and_place_attributes():
-    model, data = build_model("cpu-where")
-    assert model.config.vision.cnn_pool == "centroid"
-    texts = data.batch(8, seed=0, step=0, hard_negatives=False, attributes=True).attribute_texts
-    assert "something on the left" in texts and "something small" in texts
-    config = TrainConfig(**{**TINY, "steps": 2, "attribute_weight": 0.5})
-    history = train(model, data, config, progress=False)
-    assert all(math.isfinite(loss) for loss in history["loss"])
 
 
 @pytest.mark.slow

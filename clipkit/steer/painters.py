@@ -1,7 +1,7 @@
 """What steering optimises: an image described by parameters, each description a prior.
 
 Every painter is a module whose forward() renders an image [1, 3, H, W] in [0, 1] from its
-parameters; `clipkit.steer` takes Adam steps on them. From freest to most constrained:
+parameters; `clipkit.steer.loop` takes Adam steps on them. From freest to most constrained:
 - pixels: sigmoid logits, with a total-variation penalty against pixel noise;
 - fourier: a spectrum scaled by 1/frequency in a decorrelated colour basis (as in lucid);
 - strokes and shapes: soft primitives painted in order over a background, in pure torch (the
@@ -12,7 +12,7 @@ parameters; `clipkit.steer` takes Adam steps on them. From freest to most constr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +20,7 @@ from torch import nn
 
 from clipkit.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES, shape_mask
 from clipkit.data.transforms import resize_images
-
-if TYPE_CHECKING:  # the config lives in clipkit.steer, which imports this module
-    from clipkit.steer import SteerConfig
+from clipkit.steer.config import SteerConfig
 
 # Smallest and largest diameter of a stamp, as fractions of the side: around the shapes world's SIZES.
 STAMP_DIAMETERS = (0.2, 0.5)
@@ -324,7 +322,6 @@ class StampImage(PaintedImage):
         set_to(grid[int(torch.cat(scores).argmin())].tolist())
 
 _PARAMETERISATION_CLASSES = {"pixels": PixelImage, "fourier": FourierImage, "strokes": StrokeImage, "shapes": ShapeImage, "stamps": StampImage}
-PARAMETERISATIONS = tuple(_PARAMETERISATION_CLASSES)
 
 
 def build_parameterisation(
@@ -339,10 +336,3 @@ def build_parameterisation(
         batch = init_image.detach().float().cpu()[None]  # [3, H, W] -> [1, 3, H, W]
         init_image = resize_images(batch, config.image_size)
     return _PARAMETERISATION_CLASSES[config.parameterisation](config, generator, init_image)
-
-
-def total_variation(images: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between neighbouring pixels of [B, C, H, W]: low for smooth images."""
-    down = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
-    across = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
-    return down + across

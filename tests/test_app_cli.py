@@ -1,0 +1,82 @@
+"""clipkit.app.cli as a person meets it: `python -m clipkit.app` and `make demo`, run as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_app import TEST_MODEL_DIR, free_port, trained_test_model
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+
+
+def app_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "clipkit.app", *arguments]
+
+
+def test_command_line_help_names_the_options():
+    result = subprocess.run(app_command("--help"), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for option in ("--checkpoint", "--from-notebook-checkpoint", "--port", "--host", "--share", "--folder"):
+        assert option in result.stdout
+
+
+def busy_port():
+    """A port something already listens on (the caller closes the socket)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    return listener, listener.getsockname()[1]
+
+
+def test_a_busy_port_is_one_line_naming_port(tmp_path):
+    listener, port = busy_port()
+    with listener:
+        began = time.monotonic()
+        # the port is checked first: no checkpoint needs loading (or training) before it is refused
+        result = subprocess.run(app_command("--checkpoint", str(tmp_path / "nowhere"), "--port", str(port)),
+                                capture_output=True, text=True, timeout=60, env=ENV)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert len(lines) == 1, lines
+    assert "--port" in lines[0] and str(port) in lines[0] and "Traceback" not in lines[0]
+    assert time.monotonic() - began < 30
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_demo_takes_port_and_a_busy_one_is_one_line():
+    listener, port = busy_port()
+    with listener:
+        result = subprocess.run(["make", "--no-print-directory", "demo", f"PORT={port}"], capture_output=True, text=True,
+                                timeout=120, cwd=ROOT, env=ENV)
+    ours = [line for line in (result.stdout + result.stderr).splitlines() if line.strip() and not line.startswith("make")]
+    assert result.returncode != 0
+    assert len(ours) == 1, ours
+    assert "--port" in ours[0] and str(port) in ours[0] and f"make demo PORT={port + 1}" in ours[0]
+
+
+@pytest.mark.slow
+def test_the_banner_names_the_address_and_share_flag():
+    import httpx
+
+    trained_test_model()
+    port = free_port()
+    server = subprocess.Popen(app_command("--checkpoint", str(TEST_MODEL_DIR), "--port", str(port), "--tabs", "about"),
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        banner = [server.stdout.readline() for _ in range(2)]
+        text = "".join(banner)
+        assert f"http://127.0.0.1:{port}" in text and "this machine only" in text
+        assert "--share" in text and "share=True" not in text
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

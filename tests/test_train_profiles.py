@@ -1,0 +1,34 @@
+"""Training profiles: plain data that builds a model, its data and its checkpoint folder."""
+
+import math
+
+from clipkit.train import TrainConfig, build_model, default_out_dir, train
+from test_train_loop import TINY, one_thread  # noqa: F401  (one_thread: an autouse fixture, so it applies here too)
+
+
+def test_default_folders_differ_per_seed_and_for_profiles_beyond_notebook_05s(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPKIT_CHECKPOINT_DIR", str(tmp_path))
+    assert default_out_dir(0) == tmp_path / "mini-clip"
+    assert default_out_dir(1) == tmp_path / "mini-clip-seed1"
+    # notebook 05 may train any of ci, cpu, gpu: later notebooks find it in the one folder
+    assert {default_out_dir(0, profile) for profile in ("ci", "cpu", "gpu")} == {tmp_path / "mini-clip"}
+    # a model notebook 05 never trains must not collide with its checkpoint
+    assert default_out_dir(1, "cpu-where") == tmp_path / "mini-clip-cpu-where-seed1"
+
+
+def test_the_where_profile_learns_with_centroid_pooling_and_place_attributes():
+    model, data = build_model("cpu-where")
+    assert model.config.vision.cnn_pool == "centroid"
+    texts = data.batch(8, seed=0, step=0, hard_negatives=False, attributes=True).attribute_texts
+    assert "something on the left" in texts and "something small" in texts
+    config = TrainConfig(**{**TINY, "steps": 2, "attribute_weight": 0.5})
+    history = train(model, data, config, progress=False)
+    assert all(math.isfinite(loss) for loss in history["loss"])
+
+
+def test_the_fitted_tokenizer_knows_every_caption_and_evaluation_prompt_word():
+    from clipkit.prompts import prompt_vocabulary
+
+    model, data = build_model("ci")
+    assert prompt_vocabulary(data), "the shapes source is evaluated with prompts"
+    assert model.tokenizer.unknown_words(data.vocabulary() + prompt_vocabulary(data)) == []
