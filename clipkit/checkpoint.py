@@ -10,12 +10,12 @@ evaluation) never has to know which kind it is. A training run adds its train st
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from clipkit.interface import CLIPBase
+from clipkit.io import BadFileError, MissingFileError, read_json
 from clipkit.lit import CHECKPOINT_FORMAT as LIT_FORMAT
 from clipkit.lit import load_lit
 from clipkit.model import CHECKPOINT_FORMAT as MINICLIP_FORMAT
@@ -28,7 +28,7 @@ LOADERS = {
 }
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(BadFileError):
     """A folder that is not a clipkit checkpoint, or one whose format no loader here reads."""
 
 
@@ -36,20 +36,20 @@ def checkpoint_format(folder: str | Path) -> str:
     """The "format" field of `folder`/config.json, e.g. "clipkit.MiniCLIP"."""
     folder = Path(folder)
     path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a checkpoint folder: it has no {CONFIG_FILE}. A clipkit checkpoint holds "
-            f"{CONFIG_FILE} and model.safetensors, as save_model or save_lit write them."
-        )
+    if not folder.is_dir():
+        raise MissingFileError(folder, f"checkpoint folder {folder} does not exist (or is not a folder), so it has no {CONFIG_FILE}: "
+                               "pass the folder save_model or save_lit wrote")
     try:
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointFormatError(
-            f"{path} is not readable JSON ({error}); the checkpoint in {folder} is damaged: save the model again"
-        ) from None
+        document = read_json(path, "checkpoint config", f"{folder} is not a whole checkpoint folder: a clipkit checkpoint holds "
+                             f"{CONFIG_FILE} and model.safetensors, as save_model or save_lit write them; save the model again.")
+    except MissingFileError:
+        raise
+    except BadFileError as error:  # damaged JSON: still "not a checkpoint this loader can read"
+        raise CheckpointFormatError(error.path, str(error)) from None
     form = document.get("format") if isinstance(document, dict) else None
     if not isinstance(form, str):
         raise CheckpointFormatError(
+            path,
             f"{path} names no checkpoint format (no \"format\" field): {folder} was not written by clipkit; "
             f"known formats: {sorted(LOADERS)}"
         )
@@ -62,6 +62,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device | None = None
     loader = LOADERS.get(form)
     if loader is None:
         raise CheckpointFormatError(
+            Path(folder) / CONFIG_FILE,
             f"{Path(folder) / CONFIG_FILE} has format {form!r}, which no clipkit loader reads; known formats: "
             f"{sorted(LOADERS)}. Was the folder written by another program or a newer clipkit?"
         )

@@ -8,10 +8,15 @@ read like a config file and changed with `config_from_preset(name, **overrides)`
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import json
 import math
+import numbers
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 from clipkit.data.transforms import OPENAI_MEAN, OPENAI_STD
 
@@ -65,20 +70,104 @@ class CLIPConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CLIPConfig:
-        data = dict(data)
-        vision = _dataclass_from_dict(VisionConfig, data.pop("vision", {}), "vision")
-        text = _dataclass_from_dict(TextConfig, data.pop("text", {}), "text")
-        return _dataclass_from_dict(cls, {**data, "vision": vision, "text": text}, "config")
+        """A config from plain data, checked field by field; a bad field is a `ConfigError` naming it."""
+        config = dataclass_from_dict(cls, data, "config")
+        _check_consistent(config)
+        return config
 
 
-def _dataclass_from_dict(cls, data: dict[str, Any], where: str):
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {where} field(s) {unknown}: known fields are {sorted(known)}")
-    # JSON has no tuples; turn lists back into them so configs compare equal after a round trip.
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+class ConfigError(ValueError):
+    """A config (from a dict or a config.json) with a field of the wrong type, out of range, or unknown."""
+
+
+# Fields that count things or sizes: each must be at least 1.
+_POSITIVE = {"embed_dim", "image_size", "patch_size", "width", "layers", "heads", "cnn_blocks", "cnn_stem_stride",
+             "vocab_size", "context_length", "mlp_ratio", "cnn_channels", "text_dim"}
+
+
+def dataclass_from_dict(cls, data: Any, where: str = "config"):
+    """`cls(**data)` after checking every field against `cls`'s annotations (types, positive sizes)
+    and that no field is unknown; a `ConfigError` names the field and what it should be."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a JSON object of fields, got {_describe(data)}")
+    hints = get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    for name in data:
+        if name not in hints:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown {where} field {name!r}{hint} (known fields: {', '.join(known)})")
+    values = {name: _checked(f"{where}.{name}" if where != "config" else name, value, hints[name]) for name, value in data.items()}
     return cls(**values)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if value is None:
+        return "null"
+    return {bool: "a boolean", list: "a list", dict: "an object"}.get(type(value), type(value).__name__) + f" ({value!r})"[:80]
+
+
+def _checked(name: str, value: Any, hint: Any) -> Any:
+    """`value` converted to the field's type (JSON lists become tuples), or a ConfigError."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"field {name} must not be null")
+    problems = []
+    for option in (o for o in options if o is not type(None)):
+        try:
+            return _as_type(name, value, option)
+        except ConfigError as error:
+            problems.append(str(error))
+    raise ConfigError(problems[0] if len(problems) == 1 else " or ".join(problems))
+
+
+def _as_type(name: str, value: Any, kind: Any) -> Any:
+    short = name.rsplit(".", 1)[-1]
+    if kind is int or kind is float:
+        wanted = numbers.Integral if kind is int else numbers.Real  # numpy's numbers count too
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            raise ConfigError(f"field {name} must be {'an integer' if kind is int else 'a number'}, got {_describe(value)}")
+        if short in _POSITIVE and value <= 0:
+            raise ConfigError(f"field {name} must be positive, got {value!r}")
+        return int(value) if kind is int else float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"field {name} must be a string, got {_describe(value)}")
+        return value
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"field {name} must be an object, got {_describe(value)}")
+        return value
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"field {name} must be a list, got {_describe(value)}")
+        items = typing.get_args(kind)
+        if items and items[-1] is not Ellipsis and len(items) != len(value):
+            raise ConfigError(f"field {name} must be a list of {len(items)} values, got {len(value)}")
+        item_kind = items[0] if items else Any
+        return tuple(value if item_kind is Any else [_as_type(name, item, item_kind) for item in value])
+    if dataclasses.is_dataclass(kind):
+        return value if isinstance(value, kind) else dataclass_from_dict(kind, value, name)
+    return value
+
+
+def _check_consistent(config: CLIPConfig) -> None:
+    """Cross-field rules the towers would otherwise fail on later, with less clear messages."""
+    vision, text = config.vision, config.text
+    if vision.kind not in ("vit", "cnn"):
+        raise ConfigError(f"field vision.kind must be 'vit' or 'cnn', got {vision.kind!r}")
+    if vision.kind == "vit" and vision.width % vision.heads:
+        raise ConfigError(f"field vision.heads ({vision.heads}) must divide vision.width ({vision.width})")
+    if vision.kind == "vit" and vision.image_size % vision.patch_size:
+        raise ConfigError(f"field vision.patch_size ({vision.patch_size}) must divide vision.image_size ({vision.image_size})")
+    if text.width % text.heads:
+        raise ConfigError(f"field text.heads ({text.heads}) must divide text.width ({text.width})")
+    if not 0 <= text.resolved_eot_token_id < text.vocab_size:
+        raise ConfigError(f"field text.eot_token_id ({text.eot_token_id}) must lie in [0, text.vocab_size={text.vocab_size})")
 
 
 # Named presets are plain data (nested dicts of CLIPConfig fields); `config_from_preset` builds them.

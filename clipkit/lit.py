@@ -180,20 +180,25 @@ def save_lit(model: LiTModel, folder: str | Path, metadata: dict[str, Any] | Non
 def load_lit(folder: str | Path, device: str | torch.device | None = None, text_model=None) -> LiTModel:
     """Rebuild a `LiTModel` saved by `save_lit` (eval mode), loading the frozen tower from its config
     (or reusing `text_model`, a loaded sentence model, to save the seconds loading takes)."""
-    from safetensors.torch import load_file
+    from clipkit.config import ConfigError, dataclass_from_dict
+    from clipkit.io import BadFileError, load_safetensors, read_json
 
     folder = Path(folder)
     path = folder / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: point load_lit at a folder written by save_lit")
-    document = json.loads(path.read_text())
+    fix = "Point load_lit at a folder written by save_lit, or save the model again."
+    document = read_json(path, "LiT checkpoint config", fix)
     if document.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a LiTModel checkpoint (format {document.get('format')!r})")
-    data = dict(document["config"])
-    vision = VisionConfig(**{key: tuple(v) if isinstance(v, list) else v for key, v in data.pop("vision").items()})
-    config = LiTConfig(vision=vision, **{key: tuple(v) if isinstance(v, list) else v for key, v in data.items()})
+        raise BadFileError(path, f"{path} is not a LiTModel checkpoint (format {document.get('format')!r})")
+    try:
+        config = dataclass_from_dict(LiTConfig, document.get("config", {}), "config")
+    except ConfigError as error:
+        raise BadFileError(path, f"LiT checkpoint config {path} has a bad config: {error}. {fix}") from None
+    weights = load_safetensors(folder / "model.safetensors", "LiT checkpoint weights file", fix)  # before seconds of loading the text tower
     model = LiTModel(config, text_model=text_model)
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:  # load_state_dict names the missing, unexpected and reshaped tensors
+        raise BadFileError(folder / "model.safetensors", f"the weights in {folder} do not fit its config.json: {error}") from None
     model.metadata = document.get("metadata", {})
     model.eval()
     return model.to(device) if device is not None else model

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipkit.config import CLIPConfig, TextConfig
+from clipkit.config import CLIPConfig, ConfigError, TextConfig
 from clipkit.image_encoder import build_image_encoder
 from clipkit.interface import ConfiguredCLIP
-from clipkit.io import atomic_write
+from clipkit.io import BadFileError, atomic_write, load_safetensors, read_json
 from clipkit.text_encoder import TextEncoder
 
 WEIGHTS_FILE = "model.safetensors"
@@ -95,22 +95,31 @@ def save_model(model: MiniCLIP, folder: str | Path, metadata: dict[str, Any] | N
 def read_checkpoint_config(folder: str | Path) -> tuple[CLIPConfig, dict[str, Any]]:
     """The config and metadata stored in a checkpoint folder, without loading the weights."""
     path = Path(folder) / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: a MiniCLIP checkpoint folder holds {CONFIG_FILE} and {WEIGHTS_FILE} (see save_model)")
-    document = json.loads(path.read_text())
+    fix = f"A MiniCLIP checkpoint folder holds {CONFIG_FILE} and {WEIGHTS_FILE} as save_model writes them: save the model again."
+    document = read_json(path, "checkpoint config", fix)
     if document.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a MiniCLIP checkpoint (format {document.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
-    return CLIPConfig.from_dict(document["config"]), document.get("metadata", {})
+        raise BadFileError(path, f"{path} is not a MiniCLIP checkpoint (format {document.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+    if "config" not in document:
+        raise BadFileError(path, f"checkpoint config {path} has no \"config\" field (the model's sizes). {fix}")
+    try:
+        config = CLIPConfig.from_dict(document["config"])
+    except ConfigError as error:
+        raise BadFileError(path, f"checkpoint config {path} has a bad model config: {error}. Correct that field or save the model again.") from None
+    metadata = document.get("metadata", {})
+    return config, metadata if isinstance(metadata, dict) else {}
 
 
 def load_model(folder: str | Path, device: str | torch.device | None = None) -> MiniCLIP:
     """Rebuild a MiniCLIP (and its tokenizer) from a folder written by `save_model`, in eval mode
     (call `.train()` to go on training); `model.metadata` holds what was saved with it."""
-    from safetensors.torch import load_file
-
     config, metadata = read_checkpoint_config(folder)
-    model = MiniCLIP(config)
-    weights = load_file(str(Path(folder) / WEIGHTS_FILE))
+    try:
+        model = MiniCLIP(config)
+    except (KeyError, TypeError, ValueError) as error:  # e.g. a damaged tokenizer spec
+        path = Path(folder) / CONFIG_FILE
+        raise BadFileError(path, f"checkpoint config {path} describes no model clipkit can build ({error!r}): save the model again") from None
+    weights = load_safetensors(Path(folder) / WEIGHTS_FILE, "checkpoint weights file",
+                               f"The checkpoint in {folder} is damaged: save or copy the model again.")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -120,7 +129,8 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
         if weights[name].shape != expected[name].shape
     ]
     if missing or unexpected or reshaped:
-        raise ValueError(
+        raise BadFileError(
+            Path(folder) / WEIGHTS_FILE,
             f"the weights in {folder} do not fit its config.json: missing {missing[:8]}, unexpected {unexpected[:8]}, "
             f"shape (file vs config) {reshaped[:8]}. Was {CONFIG_FILE} or {WEIGHTS_FILE} replaced by another model's?"
         )

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clipkit.io import BadFileError, read_json, read_text, report_bad_input
+
 # Cells whose source holds this marker keep their outputs; nbval (--nbval-lax) checks them.
 NBVAL_MARKER = "NBVAL_CHECK_OUTPUT"
 # Notebooks open on this kernel in JupyterLab (`make lab` registers it); papermill and nbval
@@ -262,8 +264,9 @@ def clean(notebook: str | Path) -> bool:
     Committed notebooks stay small and diff cleanly; cleaning twice changes nothing.
     """
     path = Path(notebook)
-    original = path.read_text()
-    data = json.loads(original)
+    fix = "A notebook is a JSON file as Jupyter saves it: restore it from git or save it again in JupyterLab."
+    data = read_json(path, "notebook", fix)
+    original = read_text(path, "notebook", fix)
     data["metadata"] = {
         "kernelspec": {"name": KERNEL_NAME, "display_name": KERNEL_DISPLAY_NAME, "language": "python"},
         "language_info": {"name": "python"},
@@ -352,9 +355,17 @@ def main(argv: list[str] | None = None) -> int:
                                           "other options go to jupyter lab")
     lab.add_argument("--port", type=int, default=8888, help="the first port tried (the next free one is taken)")
     lab.add_argument("--root", type=Path, default=Path("."), help="the folder JupyterLab serves")
+    parser.add_argument("--debug", action="store_true", help="on bad input, show the full traceback")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "lab":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return _main(args, extra)
+    except BadFileError as error:  # a damaged notebook or parameters file: one line, exit 2
+        return report_bad_input(error, args.debug)
+
+
+def _main(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.command == "lab":
         print(f"kernel {KERNEL_NAME!r}: {install_kernel()}", flush=True)
@@ -366,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"cleaned {path}")
         return 0
 
-    per_notebook = json.loads(args.parameters.read_text()) if args.parameters else {}
+    per_notebook = read_json(args.parameters, "parameters file", "Give a JSON object: notebook path -> {name: value}.") if args.parameters else {}
     # Kernels inherit this environment: a MPLBACKEND (agg, say, from a headless shell) would keep
     # every figure out of the executed notebooks and their HTML. A kernel draws inline on its own.
     os.environ.pop("MPLBACKEND", None)

@@ -80,3 +80,24 @@ def test_the_banner_names_the_address_and_share_flag():
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "config not JSON"])
+def test_a_damaged_checkpoint_is_one_message_and_exit_2_without_a_traceback(tmp_path, damage):
+    from clipkit.config import config_from_preset
+    from clipkit.model import MiniCLIP, save_model
+
+    folder = save_model(MiniCLIP(config_from_preset("tiny-cpu", embed_dim=16, text={"layers": 1})), tmp_path / "damaged")
+    damaged = folder / ("model.safetensors" if damage == "truncated weights" else "config.json")
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    began = time.monotonic()
+    result = subprocess.run(app_command("--checkpoint", str(folder), "--port", str(free_port())),
+                            capture_output=True, text=True, timeout=120, env=ENV)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(lines) <= 2, lines
+    assert str(damaged) in lines[0] and "--debug" in lines[-1]
+    assert time.monotonic() - began < 60
+    shown = subprocess.run(app_command("--checkpoint", str(folder), "--port", str(free_port()), "--debug"),
+                           capture_output=True, text=True, timeout=120, env=ENV)
+    assert shown.returncode != 0 and "Traceback" in shown.stderr and str(damaged) in shown.stderr

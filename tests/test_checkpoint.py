@@ -61,8 +61,8 @@ def test_every_known_format_has_a_loader():
     [
         ('{"format": "someone.Else", "config": {}}', r"format 'someone.Else'.*known formats"),
         ('{"config": {}}', "names no checkpoint format"),
-        ("[]", "names no checkpoint format"),
-        ("{not json", "not readable JSON"),
+        ("[]", "holds a list where a JSON object"),
+        ("{not json", "not valid JSON"),
     ],
 )
 def test_a_foreign_folder_gets_an_error_naming_it_and_the_known_formats(tmp_path, content, message):

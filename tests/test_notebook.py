@@ -147,3 +147,18 @@ def test_lab_command_serves_the_checkout_on_localhost_with_the_kernel_environmen
     assert ("--allow-root" in command) == (os.geteuid() == 0)
     environment = lab_environment()
     assert environment["JUPYTER_PREFER_ENV_PATH"] == "1" and "MPLBACKEND" not in environment
+
+
+def test_a_damaged_notebook_or_parameters_file_is_one_message_and_exit_2(tmp_path, capsys):
+    from clipkit.notebook import main
+
+    notebook = tmp_path / "broken.ipynb"
+    notebook.write_text('{"cells": [')
+    assert main(["clean", str(notebook)]) == 2
+    err = capsys.readouterr().err
+    assert str(notebook) in err and "not valid JSON" in err and "Traceback" not in err
+    parameters = tmp_path / "parameters.json"
+    parameters.write_bytes("[1, 2]".encode("utf-16"))
+    assert main(["run", str(notebook), "--parameters", str(parameters)]) == 2
+    err = capsys.readouterr().err
+    assert str(parameters) in err and "UTF-16" in err

@@ -54,3 +54,13 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     assert state["finished"] and state["step"] == 150
     assert state["history"]["step"] == list(range(10, 151, 10)), "the history runs on without gaps or repeats"
     assert load_model(tmp_path).metadata["steps"] == 150
+
+
+def test_a_damaged_train_state_is_one_message_and_exit_2(tmp_path, capsys):
+    (tmp_path / "train_state.safetensors").write_bytes(b"\x80\x04not weights")
+    assert main(["--profile", "ci", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "train_state.safetensors") in err and "written by another program" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
+    with pytest.raises(Exception, match="written by another program"):  # --debug: the exception, with its traceback
+        main(["--profile", "ci", "--out", str(tmp_path), "--no-progress", "--debug"])

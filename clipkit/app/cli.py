@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from clipkit.io import report_bad_input
 from clipkit.app.server import DEFAULT_PORT, HOST, TAB_NAMES, build_app, launch
 
 
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="a folder of images with sidecar .txt captions to add as a search collection (repeatable)")
     parser.add_argument("--tabs", default=",".join(TAB_NAMES), help="comma-separated tabs to show")
     parser.add_argument("--device", help="cpu, cuda or mps; by default clipkit.get_device() picks")
+    parser.add_argument("--debug", action="store_true", help="on bad input, show the full traceback")
     return parser
 
 
@@ -106,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         model = notebook_checkpoint(device) if args.from_notebook_checkpoint else load_checkpoint(args.checkpoint, device)
         tabs = [tab.strip() for tab in args.tabs.split(",") if tab.strip()]
         app = build_app(model, default_collections(args.folder), tabs=tabs)
-    except (FileNotFoundError, ValueError) as error:  # a wrong path or option: say so, without a traceback
-        parser.error(str(error))
+    except (FileNotFoundError, ValueError) as error:  # a wrong path, a damaged file or a bad option: say so, exit 2
+        return report_bad_input(error, args.debug)
     except KeyboardInterrupt:
         print("\nstopped. Training is checkpointed every few dozen steps: the same command resumes from the last one",
               file=sys.stderr)

@@ -13,12 +13,15 @@ import csv
 import os
 import warnings
 from collections import Counter
+from io import StringIO
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from clipkit.io import BadFileError, read_text
 
 # Larger images are refused before decoding: 50 megapixels (~150 MB as RGB) is far above what CLIP
 # preprocessing keeps and far below what a decompression bomb expands to.
@@ -169,7 +172,7 @@ class _ImageCaptionFiles(torch.utils.data.Dataset):
 
 
 def _read_caption(path: Path) -> str:
-    return " ".join(path.read_text(encoding="utf-8", errors="replace").split())
+    return " ".join(read_text(path, "caption file").split())
 
 
 class ImageCaptionCSV(_ImageCaptionFiles):
@@ -194,19 +197,21 @@ class ImageCaptionCSV(_ImageCaptionFiles):
         check_images: bool = True,
     ):
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"caption table {path} does not exist")
         root = Path(root) if root is not None else path.parent
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle, delimiter=sep)
+        text = read_text(path, "caption table")  # UTF-8 with or without the BOM Excel writes
+        try:
+            reader = csv.DictReader(StringIO(text, newline=""), delimiter=sep)
             columns = reader.fieldnames or []
-            missing = [key for key in (image_key, caption_key) if key not in columns]
-            if missing:
-                raise ValueError(
-                    f"{path} has no column(s) {missing}; its columns are {columns} (separator {sep!r}). "
-                    "Set image_key=, caption_key= or sep= to match the file."
-                )
             rows = list(reader)
+        except csv.Error as error:
+            raise BadFileError(path, f"caption table {path} is not a readable CSV ({error}). Save it again as CSV/TSV.") from None
+        missing = [key for key in (image_key, caption_key) if key not in columns]
+        if missing:
+            raise BadFileError(
+                path,
+                f"{path} has no column(s) {missing}; its columns are {columns} (separator {sep!r}). "
+                "Set image_key=, caption_key= or sep= to match the file.",
+            )
         candidates = []
         for line, row in enumerate(rows, start=2):  # line 1 is the header
             image = (row.get(image_key) or "").strip()

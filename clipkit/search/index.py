@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from clipkit.io import atomic_write
+from clipkit.io import BadFileError, MissingFileError, atomic_write, load_safetensors, read_json
 from clipkit.search.vectors import check_items, checked_rows, unit_rows, exact_top_k
 
 INDEX_FORMAT = "clipkit.search.EmbeddingIndex"
@@ -194,30 +194,37 @@ class EmbeddingIndex:
         cls, folder: str | Path, backend: str | None = None, device: str | torch.device | None = None
     ) -> EmbeddingIndex:
         """Rebuild an index written by `save`; `backend` defaults to the one it was saved with."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
+        fix = "Point EmbeddingIndex.load at a folder written by index.save(), or save the index again."
         for name in (METADATA_FILE, EMBEDDINGS_FILE):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(
-                    f"{folder / name} is missing; point EmbeddingIndex.load at a folder written by index.save()."
-                )
-        metadata = json.loads((folder / METADATA_FILE).read_text())
-        if metadata.get("format") != INDEX_FORMAT or metadata.get("version", 0) > FORMAT_VERSION:
-            raise ValueError(
+            if not (folder / name).is_file() and not (folder / name).exists():
+                raise MissingFileError(folder / name, f"{folder / name} is missing; {fix}")
+        metadata = read_json(folder / METADATA_FILE, "embedding index metadata", fix)
+        if metadata.get("format") != INDEX_FORMAT or not isinstance(metadata.get("version", 0), int) or metadata.get("version", 0) > FORMAT_VERSION:
+            raise BadFileError(
+                folder / METADATA_FILE,
                 f"{folder / METADATA_FILE} is not a clipkit embedding index this version can read "
-                f"(format={metadata.get('format')!r}, version={metadata.get('version')!r})."
+                f"(format={metadata.get('format')!r}, version={metadata.get('version')!r}). {fix}",
             )
-        embeddings = load_file(str(folder / EMBEDDINGS_FILE))["embeddings"]
-        if embeddings.shape != (metadata["size"], metadata["dim"]) or len(metadata["items"]) != metadata["size"]:
-            raise ValueError(
-                f"{folder} is inconsistent: {tuple(embeddings.shape)} embeddings, {len(metadata['items'])} items, "
-                f"metadata says {metadata['size']} x {metadata['dim']}; it was probably written only in part, "
-                f"so save the index again."
+        embeddings = load_safetensors(folder / EMBEDDINGS_FILE, "embedding index file", fix).get("embeddings")
+        size, dim, items = metadata.get("size"), metadata.get("dim"), metadata.get("items")
+        if not (isinstance(size, int) and isinstance(dim, int) and isinstance(items, list) and dim > 0
+                and metadata.get("backend") in (None, *BACKENDS)):
+            raise BadFileError(folder / METADATA_FILE, f"{folder / METADATA_FILE} is damaged (size, dim, backend or items missing or of the wrong type). {fix}")
+        if embeddings is None or embeddings.shape != (size, dim) or len(items) != size:
+            shape = None if embeddings is None else tuple(embeddings.shape)
+            raise BadFileError(
+                folder / EMBEDDINGS_FILE,
+                f"{folder} is inconsistent: {shape} embeddings, {len(items)} items, "
+                f"metadata says {size} x {dim}; it was probably written only in part, "
+                f"so save the index again.",
             )
-        index = cls(metadata["dim"], backend=backend or metadata["backend"], device=device)
-        if metadata["size"]:
-            index.reserve(metadata["size"])
-            index._append(embeddings, None, metadata["items"])
+        index = cls(dim, backend=backend or metadata.get("backend") or "torch", device=device)
+        if size:
+            index.reserve(size)
+            try:
+                index._append(embeddings, None, items)
+            except (TypeError, ValueError, RuntimeError) as error:  # items or rows of the wrong kind
+                raise BadFileError(folder, f"the embedding index in {folder} is damaged ({error}). {fix}") from None
         return index
 

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import torch
 
+from clipkit.config import ConfigError
+from clipkit.io import BadFileError, report_bad_input
 from clipkit.train import ddp
 from clipkit.train.config import PRECISIONS, TrainConfig
 from clipkit.train.loop import train
 from clipkit.train.profiles import PROFILES, build_model, default_out_dir, resolve_profile
-from clipkit.train.state import read_train_state
+from clipkit.train.state import CheckpointMismatchError, read_train_state
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cpu, cuda, mps (default: clipkit.get_device())")
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="on bad input, show the full traceback")
     return parser
 
 
@@ -65,9 +68,16 @@ def _profile_from_args(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except (BadFileError, ConfigError, CheckpointMismatchError) as error:  # a damaged or foreign out_dir, a bad config
+        return report_bad_input(error, args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
     from clipkit.env import get_device
 
-    args = _parser().parse_args(argv)
     ddp.init_from_environment(args.device)
     rank, size = ddp.world()
     device = get_device(args.device)

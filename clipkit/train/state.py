@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipkit.io import atomic_write
+from clipkit.io import BadFileError, atomic_write, load_safetensors, read_safetensors_header
 
 TRAIN_STATE_FILE = "train_state.safetensors"
 TRAIN_STATE_JSON = "train_state.json"
@@ -118,23 +118,38 @@ def model_config(model) -> dict[str, Any] | None:
     return None
 
 
+_STATE_FIX = ("It was damaged or written by another program: delete train_state.safetensors and train_state.json "
+              "to start over from the saved model, or train into a new out_dir.")
+
+
 def read_train_state(folder) -> dict[str, Any] | None:
     """The training state saved in `folder` (from the safetensors header), or None if there is none."""
-    from safetensors import safe_open
-
     path = Path(folder) / TRAIN_STATE_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    with safe_open(str(path), framework="pt") as handle:
-        return json.loads(handle.metadata()["train_state"])
+    header = read_safetensors_header(path, "train state file", _STATE_FIX)
+    text = header.get("__metadata__", {}).get("train_state") if isinstance(header.get("__metadata__"), dict) else None
+    try:
+        state = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        state = None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise BadFileError(path, f"train state file {path} holds no readable training state (step, optimizer, RNG) in its header. {_STATE_FIX}")
+    return state
 
 
 def restore_checkpoint(folder, model, optimizer, state: dict[str, Any]) -> None:
     """Load the weights and optimizer tensors of `folder`'s training state into `model` and
     `optimizer`; `state` is what `read_train_state(folder)` returned."""
-    from safetensors.torch import load_file
+    path = Path(folder) / TRAIN_STATE_FILE
+    tensors = load_safetensors(path, "train state file", _STATE_FIX)
+    try:
+        _restore(model, optimizer, state, tensors)
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:  # names the tensor or shape that does not fit
+        raise BadFileError(path, f"train state file {path} does not fit this model and optimizer ({error!r}). {_STATE_FIX}") from None
 
-    tensors = load_file(str(Path(folder) / TRAIN_STATE_FILE))
+
+def _restore(model, optimizer, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     saved = state["optimizer"]
     optimizer.load_state_dict({
