@@ -9,26 +9,16 @@ each tab with a warning and an error go to build/screenshots/ for a look.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from test_app import RED_CIRCLE_LABELS, free_port, trained_test_model
 
-CHROMIUM = Path("/usr/bin/chromium")
 BUILD = Path(__file__).resolve().parents[1] / "build"
 SCREENSHOTS = BUILD / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-]
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,
-                       reason="needs Debian's chromium (apt install chromium, or `make system-test`)"),
-]
+# The browser is conftest's `chromium` fixture (Debian's, which skips where it is missing).
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +42,13 @@ def page_url(model):
 
 
 @pytest.fixture
-def page(page_url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
-                                             args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(page_url, wait_until="networkidle", timeout=60_000)
-            yield page
-        finally:
-            browser.close()
+def page(chromium, page_url):
+    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.goto(page_url, wait_until="networkidle", timeout=60_000)
+        yield page
+    finally:
+        page.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ environment's `clipkit` kernel, 127.0.0.1, a token, `--allow-root` as root), ope
 Debian's headless Chromium driven by Playwright, runs all cells on the `clipkit` kernel, and checks
 what a person sees: every cell that draws shows an image, the temperature slider renders, and
 moving it redraws the bar chart. Notebook 04 runs as committed, with the CI parameters injected
-into a copy under build/lab-browser/ (the server's root is the checkout, as in `make lab`).
+into a copy under build/lab-browser/ (the server's root is the checkout, as in `make lab`); the
+copies are the server's input, never executed on disk, so they are removed when the tests end.
 Screenshots go to build/screenshots/lab_*.png.
 """
 
@@ -44,7 +45,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """(base URL, token) of a JupyterLab started as `make lab` starts it; its kernels use a throwaway clipkit home."""
+    """(base URL, token) of a JupyterLab started as `make lab` starts it; its kernels use a throwaway clipkit home.
+    The notebook copies it serves live in COPIES only while it runs: unexecuted, they are no one's to read."""
+    shutil.rmtree(COPIES, ignore_errors=True)
     port, token = _free_port(), secrets.token_hex(16)
     scratch = tmp_path_factory.mktemp("lab")
     # The user's Lab settings and workspaces stay out of it; no news toast over the figures.
@@ -78,6 +81,7 @@ def lab(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+        shutil.rmtree(COPIES, ignore_errors=True)
 
 
 @pytest.fixture
