@@ -78,11 +78,10 @@ system-test:
 	$(call ensure_debian_packages,$(TEST_PACKAGES))
 
 # Registers the 'clipkit' kernel inside this environment (not per user: each checkout runs its own
-# code), then JupyterLab on 127.0.0.1 rooted at the checkout, opening on notebooks/, with
-# JUPYTER_PREFER_ENV_PATH=1 so this environment's kernel wins over a stale user-level one.
+# code), then JupyterLab on 127.0.0.1 rooted at the checkout, opening on notebooks/.
 # LAB_ARGS go to jupyter lab, e.g. LAB_ARGS=--no-browser.
 lab: $(ENV_READY) system-data
-	JUPYTER_PREFER_ENV_PATH=1 $(PY) -m clipkit.notebook lab --port $(PORT) $(LAB_ARGS)
+	$(PY) -m clipkit.notebook lab --port $(PORT) $(LAB_ARGS)
 
 run: $(ENV_READY) system-data
 	$(PY) -m clipkit.notebook run --out build/notebooks --timeout $(RUN_CELL_TIMEOUT) $(NOTEBOOKS)

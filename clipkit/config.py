@@ -13,6 +13,7 @@ import difflib
 import json
 import math
 import numbers
+import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -66,7 +67,7 @@ class CLIPConfig:
     tokenizer: dict | None = None  # the tokenizer's to_dict() spec, so a checkpoint rebuilds its own tokenizer
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))  # plain JSON types: tuples become lists
+        return plain_data(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CLIPConfig:
@@ -74,6 +75,17 @@ class CLIPConfig:
         config = dataclass_from_dict(cls, data, "config")
         _check_consistent(config)
         return config
+
+
+def plain_data(config) -> dict[str, Any]:
+    """A config dataclass as plain JSON data, as config.json stores it: tuples become lists, paths strings."""
+    return json.loads(json.dumps(asdict(config), default=_path_text))
+
+
+def _path_text(value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"config value {value!r} ({type(value).__name__}) is not plain data a config.json can hold")
 
 
 class ConfigError(ValueError):
@@ -236,17 +248,23 @@ def config_from_preset(name: str, tokenizer=None, **overrides: Any) -> CLIPConfi
     return CLIPConfig.from_dict(_merge(data, overrides))
 
 
-def config_diff(a: CLIPConfig, b: CLIPConfig) -> list[str]:
-    """Dotted names of the fields where two configs differ (e.g. ["text.layers", "embed_dim"])."""
+def config_diff(a: CLIPConfig | dict[str, Any], b: CLIPConfig | dict[str, Any]) -> list[str]:
+    """Dotted names of the fields where two configs differ (e.g. ["text.layers", "embed_dim"]), in
+    `a`'s order. Either may be a config or its plain data (a saved config.json's, which may lack
+    fields a newer clipkit added); the tokenizer spec is compared whole, as one field."""
+    return _differing(_as_data(a), _as_data(b), "")
 
-    def flatten(config: CLIPConfig) -> dict[str, Any]:
-        flat = {}
-        for key, value in config.to_dict().items():
-            if key in ("vision", "text"):
-                flat.update({f"{key}.{name}": item for name, item in value.items()})
-            else:
-                flat[key] = value
-        return flat
 
-    flat_a, flat_b = flatten(a), flatten(b)
-    return [key for key in flat_a if flat_a[key] != flat_b[key]]
+def _as_data(config) -> dict[str, Any]:
+    return config if isinstance(config, dict) else config.to_dict()
+
+
+def _differing(a: dict[str, Any], b: dict[str, Any], prefix: str) -> list[str]:
+    names = []
+    for key, value in a.items():
+        other = b.get(key)
+        if isinstance(value, dict) and isinstance(other, dict) and key != "tokenizer":
+            names += _differing(value, other, f"{prefix}{key}.")
+        elif value != other:
+            names.append(f"{prefix}{key}")
+    return names

@@ -116,7 +116,7 @@ def binding_probe_accuracy(model, probe, batch_size: int = 256) -> dict[str, flo
 def evaluate_shapes(model, source: ShapesSource, size: int) -> dict[str, float]:
     """Compositional zero-shot (`compositional_zeroshot`, `size` images per split) and caption
     retrieval recall on `size` fresh train-split images (keys `text_to_image_r@k`, `image_to_text_r@k`)."""
-    scores = compositional_zeroshot(model, source.world, n=size, seed=1000)
+    scores = compositional_zeroshot(model, source.world, n=size, seed=1000, templates=source_templates(source))
     sample = source.world.sample(size, seed=2000, split="train")
     recall = retrieval_recall(
         embed_images(model, sample.images), embed_texts(model, sample.captions), torch.arange(size)

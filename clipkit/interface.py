@@ -19,13 +19,12 @@ L2-normalised embeddings in batches for any of them.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clipkit.data.transforms import build_transform, images_to_model_input, normalize_images, resize_images
@@ -142,9 +141,16 @@ class CLIPBase(nn.Module):
 class ConfiguredCLIP(CLIPBase):
     """A `CLIPBase` whose input facts and scale cap come from its config: `self.config` holds
     `vision.image_size`, `image_mean`, `image_std` and `max_logit_scale` (MiniCLIP's `CLIPConfig`,
-    LiT's `LiTConfig`). Subclasses still say what `embed_dim` is."""
+    LiT's `LiTConfig`, each with `to_dict()`), and whose image tower is `self.visual`, trained from
+    scratch. Subclasses still say what `embed_dim` is and encode text their own way."""
 
     config = None  # the model's config dataclass; subclasses set it in __init__
+    visual: nn.Module  # the image tower: model input [B, 3, S, S] -> [B, embed_dim]; subclasses build it
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Model input [B, 3, S, S] -> image embeddings [B, embed_dim]."""
+        features = self.visual(images)
+        return F.normalize(features, dim=-1) if normalize else features
 
     @property
     def image_size(self) -> int:
@@ -163,8 +169,7 @@ class ConfiguredCLIP(CLIPBase):
         return self.config.max_logit_scale
 
     def describe(self) -> dict:
-        # Through JSON: tuples become lists and anything exotic a string, as in config.json.
-        return json.loads(json.dumps(asdict(self.config), default=str))
+        return self.config.to_dict()  # what config.json stores
 
 
 def embed_texts(model: CLIPBase, texts: Sequence[str] | str, batch_size: int = 256) -> torch.Tensor:

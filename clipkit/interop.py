@@ -8,10 +8,13 @@ ViT-B/32 weights through the model they built from scratch, and hand a MiniCLIP 
 
 Architectures outside that common ground (ResNet towers, timm or Hugging Face towers, layer scale,
 attentional pooling, SigLIP's logit bias, ...) are refused with an error naming the feature.
+A user's open_clip weight file is read here too (`clipkit.pretrained.load_open_clip` uses the same
+reader): a damaged, empty, pickled or mismatched file is a `BadFileError` naming it.
 """
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,11 @@ import torch
 from torch import nn
 
 from clipkit.config import CLIPConfig, TextConfig, VisionConfig
+from clipkit.io import BadFileError, check_file, read_safetensors_header
 from clipkit.model import MiniCLIP
+
+# The endings of the weight files open_clip reads (a path with one is taken for a file, not a tag).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 # MiniCLIP name -> open_clip name inside one residual attention block.
 _BLOCK_NAMES = {
@@ -356,5 +363,34 @@ def load_openclip_checkpoint(path: str | Path, model_name_or_cfg: str | dict[str
         openclip_model = open_clip.model.CLIP(**model_name_or_cfg)
         open_clip.load_checkpoint(openclip_model, str(path), weights_only=True)
     else:
-        openclip_model = open_clip.create_model(model_name_or_cfg, pretrained=str(path), device="cpu", weights_only=True)
+        openclip_model = open_clip_from_file(open_clip, model_name_or_cfg, path)
     return miniclip_from_openclip(openclip_model.eval())
+
+
+def open_clip_from_file(open_clip, name: str, path: Path):
+    """open_clip's `name` with the weights in a local file, every failure a `BadFileError` naming it.
+    A .pt/.bin is opened by torch's restricted loader (tensors only): it never runs a pickle's code."""
+    fix = (f"Pass the path of an open_clip state dict for {name!r} ({', '.join(WEIGHT_SUFFIXES)}) or a pretrained tag "
+           f"from open_clip.list_pretrained_tags_by_model({name!r}).")
+    what = "weights file"
+    check_file(path, what, fix)
+    if path.suffix == ".safetensors":
+        read_safetensors_header(path, what, fix)
+    elif path.stat().st_size == 0:
+        raise BadFileError(path, f"{what} {path} is empty (0 bytes): it was probably downloaded or copied only in part. {fix}")
+    try:
+        return open_clip.create_model(name, pretrained=str(path), device="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's text here advises unsafe loading: say what it is instead
+        raise BadFileError(path, (
+            f"{what} {path} holds more than tensors (Python objects that loading would have to run code for), "
+            "so clipkit refused it: it may be hostile, and nothing in it was run. Ask for the weights as "
+            ".safetensors, or for a plain state dict of tensors."
+        )) from None
+    except (EOFError, OSError, ValueError) as error:
+        raise BadFileError(path, f"{what} {path} is damaged or truncated ({type(error).__name__}: {error}). {fix}") from None
+    except RuntimeError as error:  # load_state_dict's message names the mismatched keys; torch's zip reader fails here too
+        text = str(error)
+        if "load_state_dict" in text or "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+            raise BadFileError(path, f"{path} does not hold weights for open_clip's {name!r}: {text}".strip()[:2000]) from None
+        reason = "" if "weights_only" in text else f" ({text.splitlines()[0].split('. ')[0][:200]})"  # torch's first sentence, never its unsafe advice
+        raise BadFileError(path, f"{what} {path} is damaged or truncated{reason}. {fix}") from None

@@ -22,11 +22,10 @@ trainable parts; config.json's "format" is "clipkit.LiTModel", which
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipkit.config import VisionConfig
+from clipkit.config import VisionConfig, dataclass_from_dict, plain_data
 from clipkit.data.transforms import OPENAI_MEAN, OPENAI_STD
 from clipkit.interface import ConfiguredCLIP
+from clipkit.model import build_and_load, write_checkpoint, read_checkpoint
 from clipkit.tokenizer import SentenceTokenizer
 
 CHECKPOINT_FORMAT = "clipkit.LiTModel"
@@ -57,6 +57,14 @@ class LiTConfig:
     max_logit_scale: float = math.log(100)  # the log scale is clamped here, as CLIP
     image_mean: tuple[float, float, float] = tuple(OPENAI_MEAN)  # per-channel mean images are normalised with
     image_std: tuple[float, float, float] = tuple(OPENAI_STD)  # per-channel std images are normalised with
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain_data(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LiTConfig:
+        """A config from plain data, checked field by field; a bad field is a `ConfigError` naming it."""
+        return dataclass_from_dict(cls, data, "config")
 
 
 def default_text_model_path() -> Path:
@@ -126,11 +134,6 @@ class LiTModel(ConfiguredCLIP):
         self._frozen[0]._apply(fn, *args, **kwargs)
         return super()._apply(fn, *args, **kwargs)
 
-    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """Model input [B, 3, S, S] -> image embeddings [B, embed_dim]."""
-        features = self.visual(images)
-        return F.normalize(features, dim=-1) if normalize else features
-
     @torch.no_grad()
     def frozen_text_features(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """The frozen tower's sentence embeddings [N, text_dim] of raw texts (cache them: they never change)."""
@@ -164,41 +167,11 @@ class LiTModel(ConfiguredCLIP):
 def save_lit(model: LiTModel, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write the trainable parts (`model.safetensors`) and the config (`config.json`, format
     "clipkit.LiTModel"); the frozen tower is not copied: the config names where it loads from."""
-    from safetensors.torch import save_file
-
-    from clipkit.io import atomic_write
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    document = {"format": CHECKPOINT_FORMAT, "config": json.loads(json.dumps(asdict(model.config))), "metadata": metadata or {}}
-    atomic_write(folder / "model.safetensors", lambda path: save_file(tensors, path))
-    atomic_write(folder / "config.json", lambda path: Path(path).write_text(json.dumps(document, indent=2) + "\n"))
-    return folder
+    return write_checkpoint(folder, CHECKPOINT_FORMAT, model, metadata)
 
 
 def load_lit(folder: str | Path, device: str | torch.device | None = None, text_model=None) -> LiTModel:
     """Rebuild a `LiTModel` saved by `save_lit` (eval mode), loading the frozen tower from its config
     (or reusing `text_model`, a loaded sentence model, to save the seconds loading takes)."""
-    from clipkit.config import ConfigError, dataclass_from_dict
-    from clipkit.io import BadFileError, load_safetensors, read_json
-
-    folder = Path(folder)
-    path = folder / "config.json"
-    fix = "Point load_lit at a folder written by save_lit, or save the model again."
-    document = read_json(path, "LiT checkpoint config", fix)
-    if document.get("format") != CHECKPOINT_FORMAT:
-        raise BadFileError(path, f"{path} is not a LiTModel checkpoint (format {document.get('format')!r})")
-    try:
-        config = dataclass_from_dict(LiTConfig, document.get("config", {}), "config")
-    except ConfigError as error:
-        raise BadFileError(path, f"LiT checkpoint config {path} has a bad config: {error}. {fix}") from None
-    weights = load_safetensors(folder / "model.safetensors", "LiT checkpoint weights file", fix)  # before seconds of loading the text tower
-    model = LiTModel(config, text_model=text_model)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:  # load_state_dict names the missing, unexpected and reshaped tensors
-        raise BadFileError(folder / "model.safetensors", f"the weights in {folder} do not fit its config.json: {error}") from None
-    model.metadata = document.get("metadata", {})
-    model.eval()
-    return model.to(device) if device is not None else model
+    config, metadata = read_checkpoint(folder, CHECKPOINT_FORMAT, LiTConfig.from_dict, "save_lit")
+    return build_and_load(folder, lambda: LiTModel(config, text_model=text_model), metadata, device)

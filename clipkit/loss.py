@@ -92,16 +92,12 @@ def multi_positive_clip_loss(
             f"{positives.shape[0]} image and {positives.shape[1]} text group labels for logits of shape "
             f"{tuple(logits_per_image.shape)}: give one group label per item (each image and each caption)"
         )
-    positives = positives.to(logits_per_image.dtype)
-    per_image, per_text = positives.sum(dim=1, keepdim=True), positives.sum(dim=0, keepdim=True)
-    if bool((per_image == 0).any()) or bool((per_text == 0).any()):
+    if not (bool(positives.any(dim=1).all()) and bool(positives.any(dim=0).all())):
         raise ValueError(
             "some images or captions have no positive in the batch: label caption j with the group of the image it "
             "describes (with text_groups=None every item is its own pair's positive)"
         )
-    image_to_text = F.cross_entropy(logits_per_image, positives / per_image)
-    text_to_image = F.cross_entropy(logits_per_image.T, (positives / per_text).T)
-    return (image_to_text + text_to_image) / 2
+    return clip_loss_with_positives(logits_per_image, positives)
 
 
 def clip_loss_with_positives(logits_per_image: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ A checkpoint is a folder holding `model.safetensors` and `config.json` (never a 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,6 @@ class MiniCLIP(ConfiguredCLIP):
     def embed_dim(self) -> int:
         return self.config.embed_dim
 
-    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        features = self.visual(images)
-        return F.normalize(features, dim=-1) if normalize else features
-
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         features = self.text(tokens)
         return F.normalize(features, dim=-1) if normalize else features
@@ -81,45 +78,74 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 def save_model(model: MiniCLIP, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write `model.safetensors` + `config.json` into `folder` (created if needed)."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    document = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "metadata": metadata or {}}
-    atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(tensors, path))
-    atomic_write(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
-    return folder
+    return write_checkpoint(folder, CHECKPOINT_FORMAT, model, metadata)
 
 
 def read_checkpoint_config(folder: str | Path) -> tuple[CLIPConfig, dict[str, Any]]:
     """The config and metadata stored in a checkpoint folder, without loading the weights."""
-    path = Path(folder) / CONFIG_FILE
-    fix = f"A MiniCLIP checkpoint folder holds {CONFIG_FILE} and {WEIGHTS_FILE} as save_model writes them: save the model again."
-    document = read_json(path, "checkpoint config", fix)
-    if document.get("format") != CHECKPOINT_FORMAT:
-        raise BadFileError(path, f"{path} is not a MiniCLIP checkpoint (format {document.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
-    if "config" not in document:
-        raise BadFileError(path, f"checkpoint config {path} has no \"config\" field (the model's sizes). {fix}")
-    try:
-        config = CLIPConfig.from_dict(document["config"])
-    except ConfigError as error:
-        raise BadFileError(path, f"checkpoint config {path} has a bad model config: {error}. Correct that field or save the model again.") from None
-    metadata = document.get("metadata", {})
-    return config, metadata if isinstance(metadata, dict) else {}
+    return read_checkpoint(folder, CHECKPOINT_FORMAT, CLIPConfig.from_dict, "save_model")
 
 
 def load_model(folder: str | Path, device: str | torch.device | None = None) -> MiniCLIP:
     """Rebuild a MiniCLIP (and its tokenizer) from a folder written by `save_model`, in eval mode
     (call `.train()` to go on training); `model.metadata` holds what was saved with it."""
     config, metadata = read_checkpoint_config(folder)
+    return build_and_load(folder, lambda: MiniCLIP(config), metadata, device)
+
+
+# --- the checkpoint folder, shared by every ConfiguredCLIP (MiniCLIP here, LiT in clipkit.lit) ---
+
+
+def write_checkpoint(folder: str | Path, form: str, model: ConfiguredCLIP, metadata: dict[str, Any] | None) -> Path:
+    """`model.safetensors` (the state dict) + `config.json` ("format" `form`, the config, the metadata)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    document = {"format": form, "config": model.config.to_dict(), "metadata": metadata or {}}
+    atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(tensors, path))
+    atomic_write(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))
+    return folder
+
+
+def read_checkpoint(folder: str | Path, form: str, parse: Callable[[dict], Any], writer: str) -> tuple[Any, dict[str, Any]]:
+    """The config (`parse` of config.json's "config") and metadata of a checkpoint of format `form`,
+    which `writer` (the saving function's name, for the fix) wrote; any problem is a `BadFileError`."""
+    path = Path(folder) / CONFIG_FILE
+    kind = form.rsplit(".", 1)[-1]
+    fix = f"A {kind} checkpoint folder holds {CONFIG_FILE} and {WEIGHTS_FILE} as {writer} writes them: save the model again."
+    document = read_json(path, "checkpoint config", fix)
+    if document.get("format") != form:
+        raise BadFileError(path, f"{path} is not a {kind} checkpoint (format {document.get('format')!r}, expected {form!r})")
+    if "config" not in document:
+        raise BadFileError(path, f"checkpoint config {path} has no \"config\" field (the model's sizes). {fix}")
     try:
-        model = MiniCLIP(config)
+        config = parse(document["config"])
+    except ConfigError as error:
+        raise BadFileError(path, f"checkpoint config {path} has a bad model config: {error}. Correct that field or save the model again.") from None
+    metadata = document.get("metadata", {})
+    return config, metadata if isinstance(metadata, dict) else {}
+
+
+def build_and_load(folder: str | Path, build: Callable[[], ConfiguredCLIP], metadata: dict[str, Any], device) -> ConfiguredCLIP:
+    """`build()`'s model with the folder's weights and `metadata`, in eval mode (on `device` if given)."""
+    # The weights are checked before building: LiT's frozen tower takes seconds to load.
+    weights = load_safetensors(Path(folder) / WEIGHTS_FILE, "checkpoint weights file",
+                               f"The checkpoint in {folder} is damaged: save or copy the model again.")
+    try:
+        model = build()
     except (KeyError, TypeError, ValueError) as error:  # e.g. a damaged tokenizer spec
         path = Path(folder) / CONFIG_FILE
         raise BadFileError(path, f"checkpoint config {path} describes no model clipkit can build ({error!r}): save the model again") from None
-    weights = load_safetensors(Path(folder) / WEIGHTS_FILE, "checkpoint weights file",
-                               f"The checkpoint in {folder} is damaged: save or copy the model again.")
+    _load_weights(model, folder, weights)
+    model.metadata = metadata
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
+def _load_weights(model: nn.Module, folder: str | Path, weights: dict[str, torch.Tensor]) -> None:
+    """Load `weights` (read from `folder`) into `model`, naming every tensor that does not fit."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -135,6 +161,3 @@ def load_model(folder: str | Path, device: str | torch.device | None = None) -> 
             f"shape (file vs config) {reshaped[:8]}. Was {CONFIG_FILE} or {WEIGHTS_FILE} replaced by another model's?"
         )
     model.load_state_dict(weights)
-    model.metadata = metadata
-    model.eval()
-    return model.to(device) if device is not None else model

@@ -2,7 +2,8 @@
 
 - `record_metrics`: the last cell of each notebook; writes the key figures as JSON.
 - `execute`: runs one notebook with papermill (used by `make run` and the notebook tests).
-- `clean`: strips outputs before committing, keeping only cells marked for nbval.
+- `clean`: strips outputs before committing, keeping only cells marked for nbval; `notebook_text`:
+  the text it writes, as Jupyter saves a notebook.
 - `drawing_cells_without_figures`, `figures_missing_from_html`: what a person would miss in an
   executed notebook or its HTML (the notebook tests count figures with them).
 - `install_kernel`, `lab_command`: the `clipkit` kernel of this environment and JupyterLab (`make lab`).
@@ -14,6 +15,7 @@ Command line: ``python -m clipkit.notebook run notebooks/*.ipynb``, ``... clean 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -81,6 +83,7 @@ def execute(
 
     The kernel is the interpreter running this function (`python3` kernelspec of the active
     environment), whatever kernel the notebook names, so `make run PYTHON=...` runs where asked.
+    It draws inline, as in JupyterLab, whatever MPLBACKEND the caller has.
     """
     import papermill
 
@@ -92,21 +95,35 @@ def execute(
     parameters = {**(parameters or {}), "metrics_path": str(metrics_path.resolve())}
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(executed),
-            parameters=parameters,
-            cwd=str(notebook.parent),
-            kernel_name="python3",
-            execution_timeout=timeout,
-            progress_bar=False,
-        )
+        with _without_mplbackend():
+            papermill.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters=parameters,
+                cwd=str(notebook.parent),
+                kernel_name="python3",
+                execution_timeout=timeout,
+                progress_bar=False,
+            )
     finally:
         seconds = time.perf_counter() - start
         if html and executed.exists():
             _render_html(executed)
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     return seconds, metrics
+
+
+@contextlib.contextmanager
+def _without_mplbackend():
+    """The kernel papermill starts inherits os.environ, where a MPLBACKEND (agg, say, from a headless
+    shell) would keep every figure out of the executed notebook and its HTML; a kernel draws inline
+    on its own. The caller's environment is as it was afterwards."""
+    backend = os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        if backend is not None:
+            os.environ["MPLBACKEND"] = backend
 
 
 def _render_html(executed: Path) -> Path:
@@ -284,10 +301,15 @@ def clean(notebook: str | Path) -> bool:
         # nbval refuses a reference cell that has outputs but no execution count ("unrun").
         cell["execution_count"] = 1 if cell["outputs"] else None
     data["nbformat"], data["nbformat_minor"] = NBFORMAT_VERSION
-    cleaned = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    cleaned = notebook_text(data)
     if cleaned != original:
         path.write_text(cleaned)
     return cleaned != original
+
+
+def notebook_text(notebook: dict[str, Any]) -> str:
+    """A notebook's text as Jupyter saves it (what `clean` and the tutorial generator write)."""
+    return json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def _strip_output(output: dict[str, Any]) -> dict[str, Any]:
@@ -378,9 +400,6 @@ def _main(args: argparse.Namespace, extra: list[str]) -> int:
         return 0
 
     per_notebook = read_json(args.parameters, "parameters file", "Give a JSON object: notebook path -> {name: value}.") if args.parameters else {}
-    # Kernels inherit this environment: a MPLBACKEND (agg, say, from a headless shell) would keep
-    # every figure out of the executed notebooks and their HTML. A kernel draws inline on its own.
-    os.environ.pop("MPLBACKEND", None)
     rows, failed = [], 0
     for path in args.notebooks:
         parameters = per_notebook.get(path.as_posix(), {})

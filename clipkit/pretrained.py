@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import pickle
 import socket
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,11 +24,8 @@ import torch
 from torch import nn
 
 from clipkit.interface import CLIPBase
-from clipkit.io import BadFileError, check_file, read_safetensors_header
+from clipkit.interop import WEIGHT_SUFFIXES, open_clip_from_file
 from clipkit.tokenizer import OpenCLIPTokenizer
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-
 
 class PretrainedWeightsUnavailableError(RuntimeError):
     """open_clip could not fetch a pretrained tag's weights (offline, or the hub unreachable)."""
@@ -227,7 +223,7 @@ def load_open_clip(
     if pretrained is None:
         model = open_clip.create_model(name, pretrained=None, device="cpu")
     elif _looks_like_path(pretrained):
-        model = _create_from_file(open_clip, name, Path(pretrained).expanduser())
+        model = open_clip_from_file(open_clip, name, Path(pretrained).expanduser())
     else:
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in tags:
@@ -243,35 +239,6 @@ def load_open_clip(
             raise PretrainedWeightsUnavailableError(_offline_hint(name, str(pretrained), reachable=False)) from None
     wrapped = OpenCLIPModel(model.float(), name, None if pretrained is None else str(pretrained)).eval()
     return wrapped.to(device) if device is not None else wrapped
-
-
-def _create_from_file(open_clip, name: str, path: Path):
-    """open_clip's `name` with the weights in a local file, every failure a `BadFileError` naming it.
-    A .pt/.bin is opened by torch's restricted loader (tensors only): it never runs a pickle's code."""
-    fix = (f"Pass the path of an open_clip state dict for {name!r} ({', '.join(WEIGHT_SUFFIXES)}) or a pretrained tag "
-           f"from open_clip.list_pretrained_tags_by_model({name!r}).")
-    what = "weights file"
-    check_file(path, what, fix)
-    if path.suffix == ".safetensors":
-        read_safetensors_header(path, what, fix)
-    elif path.stat().st_size == 0:
-        raise BadFileError(path, f"{what} {path} is empty (0 bytes): it was probably downloaded or copied only in part. {fix}")
-    try:
-        return open_clip.create_model(name, pretrained=str(path), device="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # torch's text here advises unsafe loading: say what it is instead
-        raise BadFileError(path, (
-            f"{what} {path} holds more than tensors (Python objects that loading would have to run code for), "
-            "so clipkit refused it: it may be hostile, and nothing in it was run. Ask for the weights as "
-            ".safetensors, or for a plain state dict of tensors."
-        )) from None
-    except (EOFError, OSError, ValueError) as error:
-        raise BadFileError(path, f"{what} {path} is damaged or truncated ({type(error).__name__}: {error}). {fix}") from None
-    except RuntimeError as error:  # load_state_dict's message names the mismatched keys; torch's zip reader fails here too
-        text = str(error)
-        if "load_state_dict" in text or "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
-            raise BadFileError(path, f"{path} does not hold weights for open_clip's {name!r}: {text}".strip()[:2000]) from None
-        reason = "" if "weights_only" in text else f" ({text.splitlines()[0].split('. ')[0][:200]})"  # torch's first sentence, never its unsafe advice
-        raise BadFileError(path, f"{what} {path} is damaged or truncated{reason}. {fix}") from None
 
 
 def openclip_state_dict_file(model: nn.Module | OpenCLIPModel, path: str | os.PathLike) -> Path:

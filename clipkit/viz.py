@@ -6,35 +6,43 @@ with `plt.show()` or with the call itself.
 
 from __future__ import annotations
 
+import functools
 import io
 import textwrap
 from typing import Sequence
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 
-class NotebookFigure(Figure):
-    """A pyplot figure that a notebook shows exactly once.
+@functools.cache
+def notebook_figure_class() -> type:
+    """`NotebookFigure`, built on first use: importing matplotlib costs a quarter of a second, and
+    the app imports this module for `to_display_array` alone."""
+    from matplotlib.figure import Figure
 
-    In a notebook, pyplot shows every open figure when the cell ends, and a plain Figure left as
-    the cell's value is drawn a second time as that value. This one draws itself and leaves pyplot,
-    so whichever comes first shows it and the other finds nothing to show.
-    """
+    class NotebookFigure(Figure):
+        """A pyplot figure that a notebook shows exactly once.
 
-    def _ipython_display_(self) -> None:
-        import matplotlib
-        import matplotlib.pyplot as plt
-        from IPython.display import Image, display
+        In a notebook, pyplot shows every open figure when the cell ends, and a plain Figure left
+        as the cell's value is drawn a second time as that value. This one draws itself and leaves
+        pyplot, so whichever comes first shows it and the other finds nothing to show.
+        """
 
-        if plt.fignum_exists(self.number):
-            if "inline" not in matplotlib.get_backend():
-                return  # a window or a widget backend shows open figures itself
-            plt.close(self)
-        png = io.BytesIO()
-        self.savefig(png, format="png", bbox_inches="tight")
-        display(Image(data=png.getvalue(), format="png"))
+        def _ipython_display_(self) -> None:
+            import matplotlib
+            import matplotlib.pyplot as plt
+            from IPython.display import Image, display
+
+            if plt.fignum_exists(self.number):
+                if "inline" not in matplotlib.get_backend():
+                    return  # a window or a widget backend shows open figures itself
+                plt.close(self)
+            png = io.BytesIO()
+            self.savefig(png, format="png", bbox_inches="tight")
+            display(Image(data=png.getvalue(), format="png"))
+
+    return NotebookFigure
 
 
 def to_display_array(image) -> np.ndarray:
@@ -71,7 +79,7 @@ def image_grid(
         ncols,
         figsize=(ncols * cell_inches, nrows * (cell_inches + 0.16 * caption_lines)),
         squeeze=False,
-        FigureClass=NotebookFigure,
+        FigureClass=notebook_figure_class(),
     )
     for index, axis in enumerate(axes.flat):
         axis.axis("off")
@@ -98,7 +106,7 @@ def plot_history(history: dict[str, Sequence[float]], keys: Sequence[str] | None
     keys = [k for k in keys if history.get(k)]
     columns = min(4, len(keys))
     rows = -(-len(keys) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False, FigureClass=NotebookFigure)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False, FigureClass=notebook_figure_class())
     for axis in axes.flat[len(keys):]:
         axis.axis("off")
     for axis, key in zip(axes.flat, keys):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from clipkit.interface import embed_images, embed_texts
-from clipkit.prompts import check_templates, class_prompts
+from clipkit.prompts import DEFAULT_TEMPLATES, check_templates, class_prompts
 
 
 def _check_class_names(class_names: Sequence[str]) -> list[str]:
@@ -50,7 +50,7 @@ def _check_class_names(class_names: Sequence[str]) -> list[str]:
 
 
 def zeroshot_classifier(
-    model, class_names: Sequence[str], templates: Sequence[str] = ("a {}",), batch_size: int = 256
+    model, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 256
 ) -> torch.Tensor:
     """Classifier weights [C, D]: each class name embedded through every template, the L2-normalised
     embeddings averaged over templates and normalised again (the CLIP paper's prompt ensemble).
@@ -175,7 +175,7 @@ def evaluate_zeroshot(
     images,
     labels: torch.Tensor,
     class_names: Sequence[str],
-    templates: Sequence[str] = ("a {}",),
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
     ks: Sequence[int] = (1, 5),
     batch_size: int = 256,
 ) -> ZeroShotReport:

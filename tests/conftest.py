@@ -1,4 +1,5 @@
-"""Shared test set-up: offline hubs, quiet gradio, headless matplotlib in-process, and the gpu marker."""
+"""Shared test set-up: offline hubs, quiet gradio, headless matplotlib in-process, the gpu marker, and the
+helpers several test files use (tests import the plain ones: `from conftest import free_port`)."""
 
 import os
 
@@ -8,7 +9,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import json  # noqa: E402
 import shutil  # noqa: E402
+import socket  # noqa: E402
 
 import matplotlib  # noqa: E402
 import pytest  # noqa: E402
@@ -77,3 +80,54 @@ def tiny_word_clip(world32):
         vision={"cnn_channels": [8, 16]}, text={"width": 32, "layers": 1, "heads": 2},
     )
     return MiniCLIP(config).eval()
+
+
+def free_port() -> int:
+    """A loopback port no one listens on now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# A training run of a few seconds on CPU (a TrainConfig's fields).
+TINY = {"steps": 12, "batch_size": 16, "warmup_steps": 2, "eval_size": 32, "lr": 3e-3}
+
+
+@pytest.fixture
+def one_thread():
+    """On a shared 2-core machine one thread is several times faster than two fighting for cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class LeavesAMarker:
+    """Unpickling this creates the file `marker`: proof that a loader ran a pickle's code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+# A ViT-B-32-shaped open_clip model small enough to build in milliseconds; registered with open_clip by name.
+TINY_OPEN_CLIP = "clipkit-test-tiny"
+TINY_OPEN_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_open_clip(tmp_path_factory) -> str:
+    """The name open_clip knows TINY_OPEN_CLIP_CONFIG by; skips without open_clip."""
+    open_clip = pytest.importorskip("open_clip")
+    folder = tmp_path_factory.mktemp("open_clip_configs")
+    (folder / f"{TINY_OPEN_CLIP}.json").write_text(json.dumps(TINY_OPEN_CLIP_CONFIG))
+    open_clip.add_model_config(folder)
+    return TINY_OPEN_CLIP

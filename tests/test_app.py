@@ -8,7 +8,6 @@ the server goes on answering good requests.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from clipkit.app import (  # noqa: E402
 )
 from clipkit.app import server  # noqa: E402
 from clipkit.app.inputs import TEMPLATE_CHOICES, parse_labels  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_MODEL_DIR = ROOT / "build" / "app-test-model"
@@ -48,12 +48,6 @@ def trained_test_model():
     from clipkit.train import load_or_train
 
     return load_or_train("ci", out_dir=TEST_MODEL_DIR, steps=TEST_MODEL_STEPS, progress=False, device="cpu")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def make_client(url: str):

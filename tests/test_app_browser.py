@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from test_app import RED_CIRCLE_LABELS, free_port, trained_test_model
+from conftest import free_port
+from test_app import RED_CIRCLE_LABELS, trained_test_model
 
 BUILD = Path(__file__).resolve().parents[1] / "build"
 SCREENSHOTS = BUILD / "screenshots"

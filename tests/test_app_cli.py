@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from test_app import TEST_MODEL_DIR, free_port, trained_test_model
+from conftest import free_port
+from test_app import TEST_MODEL_DIR, trained_test_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}

@@ -35,10 +35,10 @@ def test_a_miniclip_folder_loads_as_load_model_loads_it(miniclip_folder):
 
 def test_a_lit_folder_loads_through_load_lit(tmp_path, monkeypatch):
     import clipkit.lit as lit
-    from test_lit import FakeSentenceModel, _tiny_config
+    from lit_fakes import FakeSentenceModel, tiny_lit_config
 
     torch.manual_seed(0)
-    model = lit.LiTModel(_tiny_config(), text_model=FakeSentenceModel())
+    model = lit.LiTModel(tiny_lit_config(), text_model=FakeSentenceModel())
     lit.save_lit(model, tmp_path / "lit")
     # The frozen tower loads from the config's path; a tiny stand-in keeps the test fast and offline.
     monkeypatch.setattr(lit, "load_sentence_model", lambda *args, **kwargs: FakeSentenceModel())

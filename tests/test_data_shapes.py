@@ -93,6 +93,20 @@ def test_batches_depend_only_on_seed_and_step(world):
     assert not torch.equal(three[0].images, three[1].images)
 
 
+@pytest.mark.parametrize(
+    "config, arguments",
+    [
+        (ShapesConfig(), dict(n=40, seed=12345, split="all")),
+        (ShapesConfig(image_size=64), dict(n=40, seed=3, split="train", caption_style="plain")),
+        (ShapesConfig(p_two_objects=0.8, pair_weights={("red", "circle"): 4.0}), dict(n=40, seed=9, split="all")),
+        (ShapesConfig(), dict(n=20, seed=1, split="heldout", objects=1)),
+    ],
+)
+def test_sample_captions_are_the_captions_of_the_same_sample(config, arguments):
+    world = ShapesWorld(config)
+    assert world.sample_captions(**arguments) == world.sample(**arguments).captions
+
+
 def test_vectorised_drawing_matches_a_naive_loop():
     config = ShapesConfig(image_size=32, noise_std=0.0, colour_jitter=0, background_jitter=0, p_two_objects=0.5)
     world = ShapesWorld(config)

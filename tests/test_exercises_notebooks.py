@@ -2,8 +2,9 @@
 
 Each test fills an exercise of a generated tutorial with an answer of the wrong kind (a Python float
 where the loss tensor is due, one tensor where a pair is due, a function that raises), executes the
-tutorial with papermill under the CI parameters, and reads the check cell's output: the specific
-message, no traceback, and every later cell executed (they go on with the reference solution).
+tutorial as `make run` does (`clipkit.notebook.execute`) under the CI parameters, and reads the check
+cell's output: the specific message, no traceback, and every later cell executed (they go on with the
+reference solution).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from clipkit.notebook import CELL_TIMEOUT_SECONDS
+from clipkit.notebook import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "test-exercise-notebooks"
@@ -74,9 +75,7 @@ def _printed(cell: dict) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", sorted(WRONG_ANSWERS))
 def test_a_wrong_answer_is_named_and_the_tutorial_runs_to_its_end(stem, tmp_path, monkeypatch):
-    import papermill
-
-    # kernels inherit the environment: a throwaway clipkit home, no network (no MPLBACKEND: figures stay as a person sees them)
+    # kernels inherit the environment: a throwaway clipkit home, no network (execute keeps MPLBACKEND from them)
     monkeypatch.setenv("CLIPKIT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CLIPKIT_CACHE_DIR", str(ROOT / ".clipkit" / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -85,13 +84,10 @@ def test_a_wrong_answer_is_named_and_the_tutorial_runs_to_its_end(stem, tmp_path
     answered = tmp_path / source.name
     answered.write_text(json.dumps(_with_answers(json.loads(source.read_text()), WRONG_ANSWERS[stem]), indent=1))
     executed = BUILD / source.name
-    executed.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path = tmp_path / f"{stem}.metrics.json"
-    parameters = {**CI_PARAMETERS[f"tutorials/{source.name}"], "metrics_path": str(metrics_path)}
+    metrics_path = BUILD / f"{stem}.metrics.json"
 
     # raises PapermillExecutionError, naming the cell, if any cell fails
-    papermill.execute_notebook(str(answered), str(executed), parameters=parameters, cwd=str(source.parent),
-                               kernel_name="python3", execution_timeout=CELL_TIMEOUT_SECONDS, progress_bar=False)
+    execute(answered, BUILD, CI_PARAMETERS[f"tutorials/{source.name}"])
 
     cells = [cell for cell in json.loads(executed.read_text())["cells"] if cell["cell_type"] == "code"]
     assert all(cell.get("execution_count") for cell in cells), "a cell did not run"

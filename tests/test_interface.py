@@ -56,20 +56,13 @@ def miniclip() -> CLIPBase:
     return MiniCLIP(config_from_preset("tiny-cpu", tokenizer=tokenizer))
 
 
-def open_clip_model(tmp_path_factory) -> CLIPBase:
-    open_clip = pytest.importorskip("open_clip")
+def open_clip_model(request) -> CLIPBase:
     from clipkit.pretrained import load_open_clip
 
-    folder = tmp_path_factory.mktemp("open_clip_configs")
-    config = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-    }
-    (folder / "clipkit-interface-tiny.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder)
+    # asked for only here, so that without open_clip only this case skips
+    name = request.getfixturevalue("tiny_open_clip")
     torch.manual_seed(0)
-    return load_open_clip("clipkit-interface-tiny", pretrained=None)
+    return load_open_clip(name, pretrained=None)
 
 
 def tiny_lit() -> CLIPBase:
@@ -78,8 +71,8 @@ def tiny_lit() -> CLIPBase:
 
 
 @pytest.fixture(params=["miniclip", "open_clip", "lit-like"])
-def model(request, tmp_path_factory) -> CLIPBase:
-    build = {"miniclip": miniclip, "lit-like": tiny_lit, "open_clip": lambda: open_clip_model(tmp_path_factory)}
+def model(request) -> CLIPBase:
+    build = {"miniclip": miniclip, "lit-like": tiny_lit, "open_clip": lambda: open_clip_model(request)}
     return build[request.param]()
 
 

@@ -39,6 +39,7 @@ from clipkit.io import (  # noqa: E402
     read_text,
     report_bad_input,
 )
+from conftest import LeavesAMarker  # noqa: E402
 
 
 def test_text_is_utf8_with_or_without_a_bom_and_other_encodings_are_named(tmp_path):
@@ -84,14 +85,6 @@ def test_missing_folders_and_dangling_links_are_missing_files(tmp_path):
         read_json(tmp_path / "folder.json")
 
 
-class _Marker:
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_safetensors_round_trip_and_every_kind_of_damage(tmp_path):
     path = tmp_path / "model.safetensors"
     save_file({"w": torch.arange(6.0).reshape(2, 3)}, path, metadata={"note": "x"})
@@ -104,14 +97,14 @@ def test_safetensors_round_trip_and_every_kind_of_damage(tmp_path):
         (whole[:5], "truncated"),
         (whole[:-4], "is truncated: its tensors need"),
         (whole[:8] + b"x" * (len(whole) - 8), "damaged header"),
-        (pickle.dumps(_Marker(marker)), "written by another program: it is a Python pickle"),
+        (pickle.dumps(LeavesAMarker(marker)), "written by another program: it is a Python pickle"),
     ]:
         path.write_bytes(damage)
         with pytest.raises(BadFileError, match=message) as caught:
             load_safetensors(path, "checkpoint weights file")
         text = str(caught.value)
         assert str(path) in text and "weights_only=False" not in text and not marker.exists()
-    torch.save({"w": _Marker(marker)}, path)
+    torch.save({"w": LeavesAMarker(marker)}, path)
     with pytest.raises(BadFileError, match="zip archive, as PyTorch's torch.save.*convert it once.*never unpickles"):
         load_safetensors(path)
     assert not marker.exists()

@@ -28,19 +28,10 @@ from clipkit.model import MiniCLIP, load_model, save_model
 from clipkit.checkpoint import load_checkpoint
 from clipkit.search import EmbeddingIndex
 from clipkit.train.state import read_train_state, restore_checkpoint, save_checkpoint
+from conftest import LeavesAMarker
 
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch on random bytes
-
-
-class LeavesAMarker:
-    """Unpickling this creates the file `marker`: proof that a loader ran a pickle's code."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def hostile_pickle(marker: Path) -> bytes:
@@ -242,15 +233,12 @@ def test_sidecar_caption(tmp_path, marker):
     fuzz(path, lambda: ImageCaptionFolder(root), cases, marker)
 
 
-def test_open_clip_weight_files(tmp_path, marker):
-    open_clip = pytest.importorskip("open_clip")
+def test_open_clip_weight_files(tiny_open_clip, tmp_path, marker):
+    import open_clip
+
     from clipkit.pretrained import load_open_clip, openclip_state_dict_file
 
-    name = "clipkit-fuzz-tiny"
-    tiny = {"embed_dim": 16, "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
-            "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}}
-    (tmp_path / f"{name}.json").write_text(json.dumps(tiny))
-    open_clip.add_model_config(tmp_path)
+    name = tiny_open_clip
     path = openclip_state_dict_file(open_clip.create_model(name), tmp_path / "weights.safetensors")
     cases = damaged_versions(path.read_bytes(), marker, tmp_path)
     fuzz(path, lambda: load_open_clip(name, pretrained=path), cases, marker)

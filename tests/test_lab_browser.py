@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from clipkit.notebook import KERNEL_DISPLAY_NAME, KERNEL_NAME, draws
+from clipkit.notebook import KERNEL_DISPLAY_NAME, KERNEL_NAME, draws, notebook_text
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "04_contrastive_loss.ipynb"
@@ -37,18 +37,12 @@ RUN_SECONDS = 300  # Run All of notebook 04 under the CI parameters takes about 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """(base URL, token) of a JupyterLab started as `make lab` starts it; its kernels use a throwaway clipkit home.
     The notebook copies it serves live in COPIES only while it runs: unexecuted, they are no one's to read."""
     shutil.rmtree(COPIES, ignore_errors=True)
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     scratch = tmp_path_factory.mktemp("lab")
     # The user's Lab settings and workspaces stay out of it; no news toast over the figures.
     notification = scratch / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
@@ -252,7 +246,7 @@ def test_opening_an_unchanged_notebook_does_not_mark_it_modified(page, lab):
     committed = json.loads(NOTEBOOK.read_text())
     same_python = COPIES / "unchanged_04.ipynb"
     with_kernel_info = {**committed, "metadata": {**committed["metadata"], "language_info": _kernel_language_info()}}
-    same_python.write_text(json.dumps(with_kernel_info, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    same_python.write_text(notebook_text(with_kernel_info))
     written = same_python.read_bytes()
 
     panel = _open(page, lab, same_python.relative_to(ROOT).as_posix())

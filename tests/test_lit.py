@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from clipkit.data.transforms import CaptionedImages, images_to_model_input
 from clipkit.interface import embed_images, embed_texts
@@ -22,55 +21,7 @@ from clipkit.open_vocab import (
 from clipkit.search import index_images, search_text
 from clipkit.tokenizer import SentenceTokenizer, TextTruncatedWarning
 from clipkit.train import TrainConfig, train
-
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "red", "circle", "blue", "square", "photo", "of", "sneaker", "dress"]
-
-
-class FakeWordPiece:
-    """The slice of a Hugging Face tokenizer SentenceTokenizer uses: whole words, BERT's special ids."""
-
-    pad_token_id, unk_token_id, cls_token_id, sep_token_id = 0, 1, 2, 3
-
-    def __len__(self) -> int:
-        return len(WORDS)
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [WORDS.index(w) if w in WORDS else self.unk_token_id for w in text.lower().split()]
-
-    def decode(self, ids) -> str:
-        return " ".join(WORDS[i] for i in ids)
-
-
-class FakeSentenceModel(nn.Module):
-    """A sentence model in miniature: mean of word vectors under the attention mask, L2-normalised."""
-
-    def __init__(self, dim: int = 12):
-        super().__init__()
-        torch.manual_seed(0)
-        self.tokenizer = FakeWordPiece()
-        self.words = nn.Embedding(len(WORDS), dim)
-        self.dim = dim
-
-    def get_embedding_dimension(self) -> int:
-        return self.dim
-
-    def forward(self, features: dict) -> dict:
-        mask = features["attention_mask"].unsqueeze(-1).float()  # [B, L] -> [B, L, 1]
-        pooled = (self.words(features["input_ids"]) * mask).sum(1) / mask.sum(1)
-        return {"sentence_embedding": F.normalize(pooled, dim=-1)}
-
-
-def _tiny_config(**overrides) -> LiTConfig:
-    vision = LiTConfig().vision
-    vision.cnn_channels = (8, 16)
-    return LiTConfig(vision=vision, text_dim=12, context_length=8, **overrides)
-
-
-def _images(n: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
-
-
-CAPTIONS = ["a red circle", "a blue square", "a photo of a sneaker", "a photo of a dress"]
+from lit_fakes import CAPTIONS, FakeSentenceModel, FakeWordPiece, random_images, tiny_lit_config
 
 
 def _fit(model, pairs: CaptionedImages, steps: int, batch_size: int) -> dict:
@@ -83,7 +34,7 @@ def _fit(model, pairs: CaptionedImages, steps: int, batch_size: int) -> dict:
 @pytest.fixture
 def lit() -> LiTModel:
     torch.manual_seed(0)
-    return LiTModel(_tiny_config(), text_model=FakeSentenceModel())
+    return LiTModel(tiny_lit_config(), text_model=FakeSentenceModel())
 
 
 def test_tokenizer_rows_are_bert_style_and_truncate_with_a_warning():
@@ -104,7 +55,7 @@ def test_text_embeddings_are_the_frozen_models_through_the_head(lit):
     torch.testing.assert_close(lit.frozen_text_features(CAPTIONS, batch_size=3), reference)
     torch.testing.assert_close(embed_texts(lit, CAPTIONS), F.normalize(reference, dim=-1))
 
-    headed = LiTModel(_tiny_config(embed_dim=6), text_model=frozen)
+    headed = LiTModel(tiny_lit_config(embed_dim=6), text_model=frozen)
     torch.testing.assert_close(headed.encode_text(tokens), headed.text_projection(reference))
 
 
@@ -112,7 +63,7 @@ def test_training_moves_the_image_tower_and_never_the_text_tower(lit):
     frozen_before = {k: v.clone() for k, v in lit.text_model.state_dict().items()}
     visual_before = {k: v.clone() for k, v in lit.visual.state_dict().items()}
     assert not any(name.startswith("text_model") for name in lit.state_dict())  # not saved, not trained
-    history = _fit(lit, CaptionedImages(torch.cat([_images(4), _images(4, 1)]), CAPTIONS * 2), steps=3, batch_size=8)
+    history = _fit(lit, CaptionedImages(torch.cat([random_images(4), random_images(4, 1)]), CAPTIONS * 2), steps=3, batch_size=8)
     assert len(history["loss"]) == 3 and all(torch.isfinite(torch.tensor(history["loss"])))
     assert all(torch.equal(v, lit.text_model.state_dict()[k]) for k, v in frozen_before.items())
     assert any(not torch.equal(v, lit.visual.state_dict()[k]) for k, v in visual_before.items())
@@ -122,11 +73,11 @@ def test_training_moves_the_image_tower_and_never_the_text_tower(lit):
 
 def test_training_pairs_reject_mismatched_captions():
     with pytest.raises(ValueError, match="4 entries for 3 images; give one per image"):
-        CaptionedImages(_images(3), CAPTIONS)
+        CaptionedImages(random_images(3), CAPTIONS)
 
 
 def test_search_and_forward_follow_the_clipkit_interface(lit):
-    images = _images(6)
+    images = random_images(6)
     index = index_images(lit, images, items=list(range(6)), progress=False)
     result = search_text(index, lit, "a red circle", k=3)
     expected = (embed_texts(lit, ["a red circle"]) @ embed_images(lit, images).T).topk(3)
@@ -136,10 +87,10 @@ def test_search_and_forward_follow_the_clipkit_interface(lit):
 
 
 def test_save_and_load_round_trip(lit, tmp_path):
-    _fit(lit, CaptionedImages(_images(4), CAPTIONS), steps=2, batch_size=4)
+    _fit(lit, CaptionedImages(random_images(4), CAPTIONS), steps=2, batch_size=4)
     save_lit(lit, tmp_path / "lit", metadata={"note": "test"})
     loaded = load_lit(tmp_path / "lit", text_model=lit.text_model)
-    images = _images(3, 5)
+    images = random_images(3, 5)
     torch.testing.assert_close(embed_images(loaded, images), embed_images(lit, images), rtol=0, atol=0)
     assert loaded.metadata == {"note": "test"} and loaded.config == lit.config
 
@@ -169,7 +120,7 @@ def test_precision_and_recall_match_a_loop():
 
 
 def test_open_vocab_eval_averages_per_query_rows(lit):
-    images = _images(8)
+    images = random_images(8)
     relevant = torch.zeros(2, 8, dtype=torch.bool)
     relevant[0, :3] = relevant[1, 5] = True
     result = open_vocab_eval(lit, embed_images(lit, images), ["a red circle", "a dress"], relevant, ks=(2,))

@@ -11,6 +11,7 @@ from clipkit.notebook import (
     _render_html,
     clean,
     drawing_cells_without_figures,
+    execute,
     figures_missing_from_html,
     lab_command,
     lab_environment,
@@ -147,6 +148,17 @@ def test_lab_command_serves_the_checkout_on_localhost_with_the_kernel_environmen
     assert ("--allow-root" in command) == (os.geteuid() == 0)
     environment = lab_environment()
     assert environment["JUPYTER_PREFER_ENV_PATH"] == "1" and "MPLBACKEND" not in environment
+
+
+def test_execute_starts_its_kernel_without_mplbackend_and_leaves_the_callers_environment(tmp_path, monkeypatch):
+    import types
+
+    seen = []
+    papermill = types.SimpleNamespace(execute_notebook=lambda *args, **kwargs: seen.append(os.environ.get("MPLBACKEND")))
+    monkeypatch.setitem(sys.modules, "papermill", papermill)
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    execute(tmp_path / "a.ipynb", tmp_path / "out")
+    assert seen == [None] and os.environ["MPLBACKEND"] == "agg"
 
 
 def test_a_damaged_notebook_or_parameters_file_is_one_message_and_exit_2(tmp_path, capsys):

@@ -152,8 +152,6 @@ def notebook_environment(tmp_path_factory):
             "PYTHONWARNINGS": "ignore::DeprecationWarning",
         }
     )
-    # Kernels draw inline, as in JupyterLab; a MPLBACKEND (agg) would hide every figure.
-    os.environ.pop("MPLBACKEND", None)
     yield home
     os.environ.clear()
     os.environ.update(saved)

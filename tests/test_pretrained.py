@@ -19,30 +19,16 @@ from clipkit.pretrained import (  # noqa: E402
 )
 from clipkit.search import index_images, search_image, search_text  # noqa: E402
 from clipkit.zeroshot import zeroshot_classifier  # noqa: E402
+from conftest import TINY_OPEN_CLIP, TINY_OPEN_CLIP_CONFIG  # noqa: E402
 
-TINY = "clipkit-test-tiny"
-# A ViT-B-32-shaped model small enough to build in milliseconds; registered with open_clip by name.
-TINY_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
 CAPTIONS = ["a photo of a cat", "a red circle on the left", "x"]
 
 
 @pytest.fixture(scope="module")
-def tiny_name(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("open_clip_configs")
-    (folder / f"{TINY}.json").write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(folder)
-    return TINY
-
-
-@pytest.fixture(scope="module")
-def saved(tiny_name, tmp_path_factory):
+def saved(tiny_open_clip, tmp_path_factory):
     """A random-init open_clip model and its weights saved to a local file."""
     torch.manual_seed(0)
-    original = open_clip.create_model(tiny_name).eval()
+    original = open_clip.create_model(tiny_open_clip).eval()
     path = openclip_state_dict_file(original, tmp_path_factory.mktemp("weights") / "tiny.safetensors")
     return original, path
 
@@ -54,7 +40,7 @@ def _images(n: int, size: int = 32) -> torch.Tensor:
 
 def test_loaded_weights_give_the_original_embeddings(saved):
     original, path = saved
-    model = load_open_clip(TINY, pretrained=path)
+    model = load_open_clip(TINY_OPEN_CLIP, pretrained=path)
     assert isinstance(model, OpenCLIPModel) and not model.training and model.pretrained == str(path)
     tokens = open_clip.tokenize(CAPTIONS, context_length=16)
     torch.testing.assert_close(model.tokenizer(CAPTIONS), tokens, rtol=0, atol=0)
@@ -70,7 +56,7 @@ def test_loaded_weights_give_the_original_embeddings(saved):
 
 def test_the_clipkit_interface_and_helpers_work_through_the_wrapper(saved):
     original, path = saved
-    model = load_open_clip(TINY, pretrained=str(path))
+    model = load_open_clip(TINY_OPEN_CLIP, pretrained=str(path))
     assert model.image_size == 32 and len(model.image_mean) == 3 and len(model.image_std) == 3 and model.embed_dim == 32
     pictures = [Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype("uint8")) for img in _images(4, 48)]
     assert model.preprocess(pictures[0]).shape == (3, 32, 32)
@@ -86,8 +72,8 @@ def test_the_clipkit_interface_and_helpers_work_through_the_wrapper(saved):
     assert zeroshot_classifier(model, ["cat", "dog"], ["a photo of a {}."]).shape == (2, 32)
 
 
-def test_random_init_and_conversion_to_miniclip(tiny_name):
-    model = load_open_clip(tiny_name)
+def test_random_init_and_conversion_to_miniclip(tiny_open_clip):
+    model = load_open_clip(tiny_open_clip)
     assert model.pretrained is None
     mini = model.to_miniclip()
     tokens = model.tokenizer(CAPTIONS)
@@ -153,7 +139,7 @@ def test_bad_names_tags_and_paths_are_named(name, pretrained, error, message):
 
 def test_weights_of_another_architecture_are_refused(saved, tmp_path):
     _, path = saved
-    other = dict(TINY_CONFIG, embed_dim=16)
+    other = dict(TINY_OPEN_CLIP_CONFIG, embed_dim=16)
     (tmp_path / "clipkit-test-other.json").write_text(json.dumps(other))
     open_clip.add_model_config(tmp_path)
     with pytest.raises(ValueError, match="does not hold weights for open_clip's 'clipkit-test-other'"):

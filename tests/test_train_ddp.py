@@ -1,7 +1,6 @@
 """Distributed training on CPU (gloo): two processes see the loss and gradients of the global batch."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch.multiprocessing as mp
 
 from clipkit.train import TrainConfig, batch_to_input, build_model, compute_loss, read_train_state
 from clipkit.train.ddp import average_gradients
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # A ViT: BatchNorm would normalise each process's share with its own statistics, which no gather can undo.
@@ -54,17 +54,11 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow  # ~9 s, mostly starting two interpreters
 def test_two_gloo_processes_match_one_process_on_the_concatenated_batch(tmp_path):
     from safetensors.torch import load_file
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -83,7 +77,7 @@ def test_two_gloo_processes_match_one_process_on_the_concatenated_batch(tmp_path
 @pytest.mark.slow
 def test_torchrun_trains_with_two_processes_and_rank_zero_saves(tmp_path):
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
          "-m", "clipkit.train", "--profile", "ci", "--steps", "4", "--batch-size", "16", "--out", str(tmp_path),
          "--no-progress", "--device", "cpu"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from clipkit.train import CheckpointMismatchError, load_or_train, read_train_state
-from test_train_loop import one_thread  # noqa: F401  (one_thread: an autouse fixture, so it applies here too)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_load_or_train_trains_once_then_loads_and_refuses_another_profile(tmp_path):

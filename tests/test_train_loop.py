@@ -7,17 +7,9 @@ import torch
 
 from clipkit.model import load_model
 from clipkit.train import NonFiniteLossError, TrainConfig, build_model, read_train_state, train
+from conftest import TINY
 
-TINY = {"steps": 12, "batch_size": 16, "warmup_steps": 2, "eval_size": 32, "lr": 3e-3}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On a shared 2-core machine one thread is several times faster than two fighting for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_training_lowers_the_loss_and_records_history_and_checkpoint(tmp_path):

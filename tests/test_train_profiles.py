@@ -2,8 +2,12 @@
 
 import math
 
+import pytest
+
 from clipkit.train import TrainConfig, build_model, default_out_dir, train
-from test_train_loop import TINY, one_thread  # noqa: F401  (one_thread: an autouse fixture, so it applies here too)
+from conftest import TINY
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_default_folders_differ_per_seed_and_for_profiles_beyond_notebook_05s(tmp_path, monkeypatch):

@@ -18,7 +18,9 @@ from clipkit.train.state import (
 )
 from clipkit.model import load_model
 from clipkit.train import PROFILES, TrainConfig, build_model, train
-from test_train_loop import TINY, one_thread  # noqa: F401  (one_thread: an autouse fixture, so it applies here too)
+from conftest import TINY
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def draw() -> tuple:
@@ -80,13 +82,13 @@ def test_a_checkpoint_of_another_config_is_refused_naming_the_fields(tmp_path):
 def test_a_lit_run_saves_in_lits_format_and_resumes_exactly(tmp_path):
     from clipkit.data.transforms import CaptionedImages
     from clipkit.lit import CHECKPOINT_FORMAT, LiTModel, load_lit
-    from test_lit import CAPTIONS, FakeSentenceModel, _images, _tiny_config
+    from lit_fakes import CAPTIONS, FakeSentenceModel, random_images, tiny_lit_config
 
     def fresh(seed: int) -> LiTModel:
         torch.manual_seed(seed)
-        return LiTModel(_tiny_config(embed_dim=6), text_model=FakeSentenceModel())
+        return LiTModel(tiny_lit_config(embed_dim=6), text_model=FakeSentenceModel())
 
-    pairs = CaptionedImages(torch.cat([_images(4), _images(4, 1)]), CAPTIONS * 2)
+    pairs = CaptionedImages(torch.cat([random_images(4), random_images(4, 1)]), CAPTIONS * 2)
     config = TrainConfig(steps=6, batch_size=4, warmup_steps=1, log_every=1)
     whole = fresh(0)
     history = train(whole, pairs, config, out_dir=tmp_path / "whole", progress=False)
@@ -101,5 +103,5 @@ def test_a_lit_run_saves_in_lits_format_and_resumes_exactly(tmp_path):
     for name, tensor in whole.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name
     with pytest.raises(CheckpointMismatchError, match=r"model config field embed_dim"):
-        other = LiTModel(_tiny_config(embed_dim=4), text_model=FakeSentenceModel())
+        other = LiTModel(tiny_lit_config(embed_dim=4), text_model=FakeSentenceModel())
         train(other, pairs, config, out_dir=tmp_path / "split", progress=False)

@@ -10,7 +10,8 @@ from clipkit.lit import LiTModel
 from clipkit.schedule import warmup_cosine
 from clipkit.train import TrainConfig, batch_to_input, build_model, compute_loss, parameter_groups
 from clipkit.train.step import FrozenTextCache
-from test_train_loop import one_thread  # noqa: F401  (one_thread: an autouse fixture, so it applies here too)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_schedule_warms_up_then_follows_a_cosine_and_decay_skips_norms_biases_and_scale():
@@ -59,9 +60,9 @@ def test_images_become_model_input_as_the_transforms_define_it():
 
 
 def test_a_frozen_text_tower_embeds_each_distinct_text_once_and_scores_as_encode_text():
-    from test_lit import CAPTIONS, FakeSentenceModel, _images, _tiny_config
+    from lit_fakes import CAPTIONS, FakeSentenceModel, random_images, tiny_lit_config
 
-    lit = LiTModel(_tiny_config(embed_dim=6), text_model=FakeSentenceModel())
+    lit = LiTModel(tiny_lit_config(embed_dim=6), text_model=FakeSentenceModel())
     embedded = []
     forward = lit.text_model.forward
 
@@ -70,7 +71,7 @@ def test_a_frozen_text_tower_embeds_each_distinct_text_once_and_scores_as_encode
         return forward(features)
 
     lit.text_model.forward = counting
-    batch = Batch(_images(8), CAPTIONS * 2, CAPTIONS * 2)
+    batch = Batch(random_images(8), CAPTIONS * 2, CAPTIONS * 2)
     config = TrainConfig(batch_size=8, augment=False)
     images = batch_to_input(lit, batch.images)
     cache = FrozenTextCache(lit)

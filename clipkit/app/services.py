@@ -107,9 +107,9 @@ def saliency_picture(model, image, labels_text, template: str | None = "a {}") -
     zero-shot label, put in the same templates, painted over the image; returns (RGB array, label)."""
     from clipkit.saliency import gradient_saliency, overlay, top_label_text
 
-    probabilities = classify(model, image, labels_text, template)
-    label = max(probabilities, key=probabilities.get)
     picture = read_image(image)
+    probabilities = classify(model, picture, labels_text, template)
+    label = max(probabilities, key=probabilities.get)
     if max(picture.size) > SALIENCY_SIDE:
         picture = picture.copy()
         picture.thumbnail((SALIENCY_SIDE, SALIENCY_SIDE))

@@ -21,6 +21,7 @@ import torch
 
 from clipkit.data.transforms import CaptionedImages
 from clipkit.env import cache_dir
+from clipkit.io import atomic_write
 
 FONT_ENV = "CLIPKIT_EMOJI_FONT"
 FONT_PATHS = (
@@ -130,13 +131,9 @@ def _write_cache(tensor_file: Path, json_file: Path, images: torch.Tensor, capti
     from safetensors.torch import save_file
 
     tensor_file.parent.mkdir(parents=True, exist_ok=True)
-    # Write under temporary names, then rename: a reader never sees half a file.
-    partial = tensor_file.with_suffix(".safetensors.part")
-    save_file({"images": images.contiguous()}, str(partial))
-    partial.replace(tensor_file)
-    partial = json_file.with_suffix(".json.part")
-    partial.write_text(json.dumps({"font": str(font), "captions": captions, "characters": characters}))
-    partial.replace(json_file)
+    meta = json.dumps({"font": str(font), "captions": captions, "characters": characters})
+    atomic_write(tensor_file, lambda temporary: save_file({"images": images.contiguous()}, str(temporary)))
+    atomic_write(json_file, lambda temporary: temporary.write_text(meta))
 
 
 def load_emoji(

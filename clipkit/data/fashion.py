@@ -22,6 +22,7 @@ import torch
 from clipkit.data.grammar import with_articles
 from clipkit.data.transforms import CaptionedImages
 from clipkit.env import data_dir
+from clipkit.io import atomic_write
 
 ENV_VARIABLE = "CLIPKIT_FASHION_MNIST_DIR"
 SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)  # where `apt install dataset-fashion-mnist` puts them
@@ -124,9 +125,7 @@ def download_fashion_mnist(target: str | Path, split: str | None = None, timeout
         digest = hashlib.md5(payload).hexdigest()
         if digest != DOWNLOAD_MD5[name]:
             raise OSError(f"downloaded {name} has MD5 {digest}, expected {DOWNLOAD_MD5[name]}; try again later")
-        partial = target / (name + ".part")
-        partial.write_bytes(payload)
-        partial.replace(target / name)  # a file under its real name is always complete
+        atomic_write(target / name, lambda temporary: temporary.write_bytes(payload))
     return target
 
 

@@ -88,7 +88,7 @@ class ShapesSource:
 
     def vocabulary(self) -> list[str]:
         """Every text this source writes: a large sample of captions (all splits) and the attribute texts."""
-        return self.world.sample(4000, seed=12345, split="all").captions + self.attribute_texts
+        return self.world.sample_captions(4000, seed=12345, split="all") + self.attribute_texts
 
 
 class CaptionedSource:

@@ -23,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-from clipkit.notebook import NBFORMAT_VERSION, assign_cell_ids
+from clipkit.notebook import NBFORMAT_VERSION, assign_cell_ids, notebook_text
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 HEADER_TAG = "exercise-header"  # the tag of the generated header cell: it marks a tutorial as generated
@@ -128,11 +128,6 @@ def _check_registered(names: list[str], source_name: str) -> None:
         raise ExerciseMarkupError(f"{source_name}: {unknown} have no check in clipkit.exercises; register an Exercise for each")
 
 
-def render(notebook: dict) -> str:
-    """The committed text of a notebook: the format `clipkit.notebook.clean` writes, so clean leaves it alone."""
-    return json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-
-
 def is_generated(path: Path) -> bool:
     cells = json.loads(path.read_text())["cells"]
     return any(HEADER_TAG in cell.get("metadata", {}).get("tags", []) for cell in cells)
@@ -144,7 +139,7 @@ def planned(root: Path = ROOT) -> dict[Path, str]:
     for source in sorted((root / "notebooks").glob("*.ipynb")):
         tutorial = tutorial_from_notebook(json.loads(source.read_text()), source.name)
         if tutorial is not None:
-            plan[root / "tutorials" / source.name] = render(tutorial)
+            plan[root / "tutorials" / source.name] = notebook_text(tutorial)  # as `clean` writes it, so clean leaves it alone
     return plan
 
 

@@ -197,7 +197,7 @@ class EmbeddingIndex:
         folder = Path(folder)
         fix = "Point EmbeddingIndex.load at a folder written by index.save(), or save the index again."
         for name in (METADATA_FILE, EMBEDDINGS_FILE):
-            if not (folder / name).is_file() and not (folder / name).exists():
+            if not (folder / name).exists():
                 raise MissingFileError(folder / name, f"{folder / name} is missing; {fix}")
         metadata = read_json(folder / METADATA_FILE, "embedding index metadata", fix)
         if metadata.get("format") != INDEX_FORMAT or not isinstance(metadata.get("version", 0), int) or metadata.get("version", 0) > FORMAT_VERSION:

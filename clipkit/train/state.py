@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from clipkit.config import config_diff
+from clipkit.interface import ConfiguredCLIP
 from clipkit.io import BadFileError, atomic_write, load_safetensors, read_safetensors_header
 
 TRAIN_STATE_FILE = "train_state.safetensors"
@@ -108,14 +110,7 @@ def _save_model(model, folder: Path, metadata: dict[str, Any]) -> None:
 
 def model_config(model) -> dict[str, Any] | None:
     """The model's config as plain JSON (MiniCLIP's `CLIPConfig`, LiT's `LiTConfig`), None for others."""
-    from clipkit.lit import LiTModel
-    from clipkit.model import MiniCLIP
-
-    if isinstance(model, MiniCLIP):
-        return model.config.to_dict()
-    if isinstance(model, LiTModel):
-        return _plain(asdict(model.config))
-    return None
+    return model.config.to_dict() if isinstance(model, ConfiguredCLIP) else None
 
 
 _STATE_FIX = ("It was damaged or written by another program: delete train_state.safetensors and train_state.json "
@@ -162,7 +157,9 @@ def check_resumable(model, config, data_spec, state: dict[str, Any], folder, fre
     """Raise `CheckpointMismatchError`, naming every difference, unless the saved `state` was
     written by the same model config, train config (`config`, a dataclass; `free_fields` may
     differ) and data spec."""
-    problems = [f"model config field {name}" for name in _differing_fields(model_config(model), state.get("model_config"))]
+    model_now, model_saved = model_config(model), state.get("model_config")
+    problems = [] if model_now is None or model_saved is None else [
+        f"model config field {name}" for name in config_diff(model_now, model_saved)]
     saved = state["train_config"]
     mine = asdict(config)
     problems += [
@@ -176,20 +173,6 @@ def check_resumable(model, config, data_spec, state: dict[str, Any], folder, fre
             f"the checkpoint in {folder} was written by another run; these differ: {'; '.join(problems)}. "
             "Train into a new out_dir, pass resume=False (--no-resume) to start over there, or use the saved settings."
         )
-
-
-def _differing_fields(mine: dict | None, saved: dict | None, prefix: str = "") -> list[str]:
-    """Dotted names of the fields where two plain configs differ (["text.layers", "embed_dim"])."""
-    if mine is None or saved is None:
-        return []
-    names = []
-    for key, value in mine.items():
-        other = saved.get(key)
-        if isinstance(value, dict) and isinstance(other, dict) and key != "tokenizer":
-            names += _differing_fields(value, other, f"{prefix}{key}.")
-        elif _plain(value) != _plain(other):
-            names.append(f"{prefix}{key}")
-    return names
 
 
 def _plain(value):

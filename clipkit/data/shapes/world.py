@@ -96,6 +96,13 @@ class ShapesWorld:
         template styles (default: the config's). split="heldout" gives one-object images of held-out pairs."""
         return self._sample(n, np.random.default_rng(seed), split, objects, caption_style)
 
+    def sample_captions(
+        self, n: int, seed: int = 0, split: str = "train", objects: int | None = None, caption_style: str | Sequence[str] | None = None
+    ) -> list[str]:
+        """The captions of `sample(n, seed, ...)` with the same arguments, without drawing the images:
+        fitting a tokenizer needs only the words, and drawing thousands of images takes a second."""
+        return self._described_layout(n, np.random.default_rng(seed), split, objects, caption_style)[1]
+
     def batches(
         self,
         batch_size: int,
@@ -139,11 +146,7 @@ class ShapesWorld:
     # -- sampling ------------------------------------------------------------------------------
 
     def _sample(self, n, rng, split, objects, caption_style) -> ShapesSample:
-        if n < 0:
-            raise ValueError(f"n must be a non-negative number of images, got {n}")
-        styles = self._styles(caption_style)
-        layout = self._layout(n, rng, split, objects)
-        captions = self._captions(layout, rng, styles)
+        layout, captions = self._described_layout(n, rng, split, objects, caption_style)
         images = self._render(layout, rng)
         return ShapesSample(
             images=images,
@@ -152,6 +155,14 @@ class ShapesWorld:
             class_names=list(self.class_names),
             scenes=self._scenes(layout),
         )
+
+    def _described_layout(self, n, rng, split, objects, caption_style) -> tuple[_Layout, list[str]]:
+        """The scenes and their captions: everything of a sample the rng draws before the pixels."""
+        if n < 0:
+            raise ValueError(f"n must be a non-negative number of images, got {n}")
+        styles = self._styles(caption_style)
+        layout = self._layout(n, rng, split, objects)
+        return layout, self._captions(layout, rng, styles)
 
     def _styles(self, caption_style) -> tuple[str, ...]:
         styles = self.config.caption_styles if caption_style is None else caption_style
