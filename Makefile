@@ -35,14 +35,15 @@ export GRADIO_ANALYTICS_ENABLED ?= False
 # No MPLBACKEND: kernels inherit the environment, and MPLBACKEND=agg hides every figure in `make lab`
 # and `make run`. Tests keep their headless backend inside the test process (tests/conftest.py).
 
-.PHONY: help lab run test test-fast demo tutorials clean-notebooks system-data system-test external-env clean
+.PHONY: help lab run test test-fast demo space tutorials clean-notebooks system-data system-test external-env clean
 
 help:
 	@echo "make lab             JupyterLab on notebooks/ with the 'clipkit' kernel (port $(PORT))"
 	@echo "make run             execute every notebook headless into build/notebooks/, print metrics"
 	@echo "make test            the whole test suite, notebooks included"
 	@echo "make test-fast       unit tests only (no notebooks, nothing marked slow)"
-	@echo "make demo            the Gradio app for notebook 05's model (trained first if missing); PORT=7861, DEMO_ARGS=--share"
+	@echo "make demo            the Gradio app for notebook 05's model (trained first if missing); MODEL=open_clip:ViT-B-32:laion2b_s34b_b79k, PORT=7861, DEMO_ARGS=--share"
+	@echo "make space DIR=d     a folder that runs as a Hugging Face Space (MODEL= as for demo; default notebook 05's model)"
 	@echo "make tutorials      regenerate tutorials/ (exercise versions) from notebooks/"
 	@echo "make clean-notebooks strip outputs before committing"
 	@echo "Use an existing environment with PYTHON=python, e.g. make test PYTHON=python"
@@ -95,9 +96,15 @@ test-fast: $(ENV_READY)
 # The Gradio app for notebook 05's model, on 127.0.0.1. Without that model it trains one first
 # (progress bar, time estimate, saved every few dozen steps: stop and start again to resume).
 # PORT=7861 serves on another port (default 7860: PORT's 8888 is lab's); DEMO_ARGS go to
-# `python -m clipkit.app`, e.g. DEMO_ARGS=--share for a temporary public link.
+# `python -m clipkit.app`, e.g. DEMO_ARGS=--share for a temporary public link. MODEL= serves another
+# model: a checkpoint folder, open_clip:NAME[:TAG or weights file] or hf:ID-or-folder.
 demo: $(ENV_READY) system-data
-	@$(PY) -m clipkit.app --from-notebook-checkpoint $(if $(filter-out file default,$(origin PORT)),--port $(PORT)) $(DEMO_ARGS)
+	@$(PY) -m clipkit.app $(if $(MODEL),--model $(MODEL),--from-notebook-checkpoint) $(if $(filter-out file default,$(origin PORT)),--port $(PORT)) $(DEMO_ARGS)
+
+# A folder that runs as a Hugging Face Space as it stands: make space DIR=my-space MODEL=runs/mini-clip
+space: $(ENV_READY)
+	@test -n "$(DIR)" || { echo "make space needs DIR=folder to write (and MODEL=, default notebook 05's model)"; exit 2; }
+	$(PY) -m clipkit.app export $(DIR) --model "$(or $(MODEL),$$($(PY) -c 'from clipkit.env import checkpoint_dir; print(checkpoint_dir() / "mini-clip")'))"
 
 tutorials: $(ENV_READY)
 	$(PY) -m clipkit.exercises generate

@@ -5,6 +5,14 @@ alternatives, gentle views), whose search adds forward passes.
     python benchmarks/steer.py            # target: within 30 s on 2 CPU cores
     python benchmarks/steer.py --quick    # a few steps, seconds
 
+With `--model SPEC` (anything `clipkit.checkpoint.load_model_spec` reads: a checkpoint folder,
+`open_clip:NAME[:TAG]`, `hf:ID-or-folder`) it instead times the pixels, Fourier and strokes painters
+on that model at its own input size with the REAL_SCALE settings (random cutouts, as CLIPDraw and
+VQGAN+CLIP steer), on the CPU and on CUDA when there is one:
+
+    python benchmarks/steer.py --model open_clip:ViT-B-32           # random-init ViT-B/32, 224 px, 200 steps
+    python benchmarks/steer.py --model open_clip:ViT-B-32 --steps 10 # 10 steps timed, 200 extrapolated
+
 The default setting steers notebook 05's model (profile cpu), the transfer setting notebook 08's
 (profile cpu-where, whose CNN runs at full resolution); each is the saved checkpoint when it exists,
 else a random-init MiniCLIP of that profile: the time per step does not depend on the weights, and
@@ -19,10 +27,14 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 
 import torch
 
-from clipkit.steer import GENTLE_VIEWS, SteerConfig, shapes_contrasts, steer
+from clipkit.steer import GENTLE_VIEWS, REAL_SCALE, SteerConfig, shapes_contrasts, steer
+
+REAL_SCALE_PAINTERS = ("pixels", "fourier", "strokes")
+REFERENCE_STEPS = 200  # the run length the figures are given for (extrapolated when fewer steps are timed)
 
 
 def load_model(profile: str, device: str):
@@ -39,18 +51,66 @@ def load_model(profile: str, device: str):
     return model.to(device).eval(), f"random-init {profile}-profile MiniCLIP (no checkpoint found; timing does not depend on weights)"
 
 
+def time_real_scale(spec: str, steps: int, devices: list[str], views: int | None = None) -> dict:
+    """Each painter of REAL_SCALE_PAINTERS steering the model `spec` names for `steps` steps at its
+    input size, on each device: prints a table and returns the figures."""
+    from clipkit.checkpoint import load_model_spec
+
+    prompt = "an oil painting of a lighthouse at sunset"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    figures: dict = {"model": spec, "steps": steps, "torch_threads": torch.get_num_threads()}
+    print(f"steering '{prompt}' with {spec}, {steps} steps timed, {torch.get_num_threads()} threads, load {load:.2f}")
+    print(f"{'device':<7} {'painter':<8} {'size':>5} {'views':>5} {'s/step':>8} {'cpu s/step':>10} {f's/{REFERENCE_STEPS} steps':>12} {'loss first -> last':>20}")
+    for device in devices:
+        model, parsed = load_model_spec(spec, device=device)
+        config = SteerConfig(**{**REAL_SCALE, "image_size": model.image_size, "num_augmentations": views or REAL_SCALE["num_augmentations"]},
+                             steps=steps)
+        figures.update({"image_size_px": model.image_size, "views_per_step": config.num_augmentations, "weights": parsed.describe()})
+        for painter in REAL_SCALE_PAINTERS:
+            run = replace(config, parameterisation=painter)
+            steer(model, prompt, config=replace(run, steps=1))  # one-off costs stay untimed
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            began, began_cpu = time.perf_counter(), time.process_time()
+            result = steer(model, prompt, config=run)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            per_step = (time.perf_counter() - began) / len(result.losses)
+            # CPU seconds of this process per step (all its threads): on a shared machine the wall
+            # time swells with the load, this much less, so it tells what a quiet run would take
+            cpu_per_step = (time.process_time() - began_cpu) / len(result.losses)
+            figures.update({f"{device}_{painter}_seconds_per_step": round(per_step, 4),
+                            f"{device}_{painter}_process_cpu_seconds_per_step": round(cpu_per_step, 4),
+                            f"{device}_{painter}_seconds_per_{REFERENCE_STEPS}_steps": round(per_step * REFERENCE_STEPS, 1)})
+            print(f"{device:<7} {painter:<8} {model.image_size:>5} {config.num_augmentations:>5} {per_step:>8.3f} {cpu_per_step:>10.3f} "
+                  f"{per_step * REFERENCE_STEPS:>12.1f} {result.losses[0]:>9.4f} -> {result.losses[-1]:.4f}")
+        del model
+    figures["extrapolated"] = steps != REFERENCE_STEPS
+    figures["load_average_1min"] = round(load, 2)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=SteerConfig.steps, help="optimisation steps")
     parser.add_argument("--parameterisation", default=SteerConfig.parameterisation, help="pixels, fourier or strokes")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="5 steps: a smoke run")
+    parser.add_argument("--model", default=None, help="a model spec (open_clip:ViT-B-32, hf:FOLDER, a checkpoint folder): "
+                        "time the pixels, Fourier and strokes painters on it at its own input size instead")
+    parser.add_argument("--devices", default=None, help="with --model: comma-separated devices (default: cpu, and cuda when there is one)")
+    parser.add_argument("--views", type=int, default=None, help="with --model: views per step (default: REAL_SCALE's)")
+    parser.add_argument("--quick", action="store_true", help="5 steps (2 with --model): a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps = 5
+        args.steps = 2 if args.model else 5
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model:
+        devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        figures = time_real_scale(args.model, args.steps, devices, args.views)
+        print(json.dumps(figures))
+        return figures
 
     prompt = "a red star"
     settings = {  # name -> (config, negative prompts, the profile of the model it steers)

@@ -9,6 +9,12 @@ one plain view.
     python benchmarks/steer_transfer.py              # 30 prompts; target: both judges >= 90% with views
     python benchmarks/steer_transfer.py --quick      # ci profile, 2 prompts, 5 steps: seconds
 
+Is a robust model harder to fool? Steer and judge with models of the randomised world (`cpu`) and
+of the grid world (`cpu-grid`), the same prompts (no places: neither profile trains to read them):
+
+    python benchmarks/steer_transfer.py --profile cpu
+    python benchmarks/steer_transfer.py --profile cpu-grid
+
 Models come from `load_or_train(profile, seed)`, so the notebook's checkpoints are reused (the
 cpu-where profile trains about ten minutes per seed on one CPU thread when they are missing).
 Prints a table, then one JSON line.
@@ -33,21 +39,24 @@ from clipkit.data.shapes import COLOURS, SHAPES, SIZES, WHERE_PHRASES
 from clipkit.steer import GENTLE_VIEWS, SteerConfig, oracle_agrees, pixel_oracle, shapes_contrasts, shapes_prompt, steer, zero_shot_judge
 
 
-def random_prompts(count: int, seed: int) -> list[str]:
-    """Shapes-world prompts: every other one names a size, and two in four a place."""
+def random_prompts(count: int, seed: int, places: bool = True) -> list[str]:
+    """Shapes-world prompts: every other one names a size, and two in four a place (none without `places`)."""
     rng = random.Random(seed)
     prompts = []
     for index in range(count):
         colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
         size = rng.choice(list(SIZES)) if index % 2 else None
         place = rng.choice(list(WHERE_PHRASES)) if index % 4 in (1, 2) else None
-        prompts.append(shapes_prompt(colour, shape, size, place))
+        prompts.append(shapes_prompt(colour, shape, size, place if places else None))
     return prompts
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu-where", help="training profile of both checkpoints")
+    parser.add_argument("--profile", default="cpu-where", help="training profile of both checkpoints (e.g. cpu, the randomised "
+                        "world, against cpu-grid: is a robust model harder to fool?)")
+    parser.add_argument("--places", choices=("auto", "yes", "no"), default="auto",
+                        help="prompts that name a place; auto: when the profile trains its model to read places (cpu-where)")
     parser.add_argument("--prompts", type=int, default=30, help="how many random prompts")
     parser.add_argument("--steps", type=int, default=SteerConfig.steps, help="steering steps per prompt")
     parser.add_argument("--restarts", type=int, default=1, help="SteerConfig.restarts")
@@ -71,11 +80,14 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         models = [load_or_train(args.profile, seed=s, device=device, progress=False) for s in (args.seed, args.seed + 1)]
     steerer, judge = models
-    prompts = random_prompts(args.prompts, args.seed)
+    from clipkit.train import PROFILES
+
+    places = args.places == "yes" or (args.places == "auto" and "position" in PROFILES[args.profile]["data"].get("shapes", {}).get("attributes", []))
+    prompts = random_prompts(args.prompts, args.seed, places)
     base = SteerConfig(parameterisation="stamps", loss="contrastive", steps=args.steps, restarts=args.restarts, **GENTLE_VIEWS)
     settings = {"augmented": base, "plain": replace(base, augment=False)}
 
-    print(f"{len(prompts)} prompts, profile {args.profile}, {args.steps} steps, restarts {args.restarts}, "
+    print(f"{len(prompts)} prompts{'' if places else ' (no places)'}, profile {args.profile}, {args.steps} steps, restarts {args.restarts}, "
           f"{device}, {torch.get_num_threads()} threads")
     print(f"{'prompt':<36} {'setting':<10} {'judge':>6} {'oracle':>7} {'seconds':>8}")
     tally = {name: {"judge": 0, "oracle": 0, "seconds": 0.0} for name in settings}
@@ -93,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{prompt:<36} {name:<10} {'yes' if judged else 'NO':>6} {'yes' if read else 'NO':>7} {seconds:>8.1f}")
 
     print(f"\n{'setting':<10} {'judge':>7} {'oracle':>7} {'s/prompt':>9}")
-    figures: dict = {"prompts": len(prompts), "profile": args.profile, "steps": args.steps, "restarts": args.restarts,
+    figures: dict = {"prompts": len(prompts), "profile": args.profile, "places": places, "steps": args.steps, "restarts": args.restarts,
                      "device": str(device), "torch_threads": torch.get_num_threads()}
     for name, counts in tally.items():
         judge_rate, oracle_rate = counts["judge"] / len(prompts), counts["oracle"] / len(prompts)

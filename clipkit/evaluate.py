@@ -114,14 +114,17 @@ def binding_probe_accuracy(model, probe, batch_size: int = 256) -> dict[str, flo
 
 
 def evaluate_shapes(model, source: ShapesSource, size: int) -> dict[str, float]:
-    """Compositional zero-shot (`compositional_zeroshot`, `size` images per split) and caption
-    retrieval recall on `size` fresh train-split images (keys `text_to_image_r@k`, `image_to_text_r@k`)."""
+    """Compositional zero-shot (`compositional_zeroshot`, `size` images per split), caption
+    retrieval recall on `size` fresh train-split images (keys `text_to_image_r@k`, `image_to_text_r@k`)
+    and the binding probe on `size` pairs of seen pairs (`binding_text`, `binding_image`, `binding_group`)."""
     scores = compositional_zeroshot(model, source.world, n=size, seed=1000, templates=source_templates(source))
     sample = source.world.sample(size, seed=2000, split="train")
     recall = retrieval_recall(
         embed_images(model, sample.images), embed_texts(model, sample.captions), torch.arange(size)
     )
-    return {**scores, **{key.replace("_recall", "_r"): value for key, value in recall.items()}}
+    binding = binding_probe_accuracy(model, source.world.binding_probe(size, seed=3000, split="train"))
+    return {**scores, **{key.replace("_recall", "_r"): value for key, value in recall.items()},
+            **{f"binding_{key}": value for key, value in binding.items()}}
 
 
 def evaluate_captioned(model, source: CaptionedSource) -> dict[str, float]:

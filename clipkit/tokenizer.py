@@ -369,9 +369,12 @@ class SentenceTokenizer(Tokenizer):
     """
 
     kind = "sentence_transformers"
+    start_token = "cls_token_id"  # the wrapped tokenizer's attribute that plays the start token
+    end_token = "sep_token_id"  # ... and the end token
+    pads_with_zero = True  # the wrapped tokenizer must pad with 0, so `tokens != 0` is the attention mask
 
     def __init__(self, hf_tokenizer, context_length: int = 32, source: str | None = None):
-        if hf_tokenizer.pad_token_id != self.pad_token_id:
+        if self.pads_with_zero and hf_tokenizer.pad_token_id != self.pad_token_id:
             raise ValueError(f"this tokenizer pads with id {hf_tokenizer.pad_token_id}; SentenceTokenizer needs padding id 0")
         self._tokenizer = hf_tokenizer
         self.vocab_size = len(hf_tokenizer)
@@ -380,11 +383,11 @@ class SentenceTokenizer(Tokenizer):
 
     @property
     def sot_token_id(self) -> int:
-        return self._tokenizer.cls_token_id
+        return getattr(self._tokenizer, self.start_token)
 
     @property
     def eot_token_id(self) -> int:
-        return self._tokenizer.sep_token_id
+        return getattr(self._tokenizer, self.end_token)
 
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False)

@@ -55,6 +55,21 @@ def make_client(url: str):
     return gradio_client.Client(url, verbose=False, analytics_enabled=False, download_files=False, ssl_verify=False)
 
 
+def wait_for_page(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
+    """Until the app a subprocess started answers HTTP 200; fails with its output if it exits or never does."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    output = server.stdout or server.stderr
+    pytest.fail(f"the app did not answer at {url}: {output.read()[-3000:] if server.poll() is not None and output else ''}")
+
+
 def _caption_folder(root: Path) -> Path:
     from clipkit.data import ShapesWorld
 
@@ -374,24 +389,72 @@ def test_from_notebook_checkpoint_loads_notebook_05s_model_with_its_profile(mode
 
 @pytest.mark.slow
 def test_command_line_serves_a_checkpoint_on_loopback(model):
-    import httpx
 
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen([sys.executable, "-m", "clipkit.app", "--checkpoint", str(TEST_MODEL_DIR), "--port", str(port),
                                "--tabs", "zero-shot,about"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"the app did not answer on port {port}")
+        wait_for_page(f"http://127.0.0.1:{port}/", server)
         card = make_client(f"http://127.0.0.1:{port}/").predict(api_name="/model_card")
         assert "MiniCLIP" in card
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# --- the app on foreign models: open_clip and Hugging Face weights, named by a model spec ---------
+
+
+def foreign_model_specs(root: Path, open_clip_name: str) -> dict[str, str]:
+    """Model specs of a random-init open_clip model saved as a weights file, and of a saved
+    transformers folder with its tokenizer files: the code paths real downloads take."""
+    import transformers
+
+    from clipkit.hf import write_clip_tokenizer_files
+    from clipkit.pretrained import load_open_clip, openclip_state_dict_file
+    from test_hf import SMALL  # a transformers CLIP as small as TINY_OPEN_CLIP_CONFIG: OpenAI's vocabulary, 32 px
+
+    torch.manual_seed(0)
+    weights = openclip_state_dict_file(load_open_clip(open_clip_name), root / "open_clip" / "tiny.safetensors")
+    transformers.CLIPModel(transformers.CLIPConfig(**SMALL)).save_pretrained(root / "hf")
+    write_clip_tokenizer_files(root / "hf", context_length=SMALL["text_config"]["max_position_embeddings"])
+    return {"open_clip": f"open_clip:{open_clip_name}:{weights}", "hf": f"hf:{root / 'hf'}"}
+
+
+@pytest.fixture(scope="module")
+def foreign_specs(tmp_path_factory, tiny_open_clip):
+    pytest.importorskip("transformers")
+    return foreign_model_specs(tmp_path_factory.mktemp("foreign-models"), tiny_open_clip)
+
+
+@pytest.mark.parametrize("kind", ["open_clip", "hf"])
+def test_every_tab_serves_a_foreign_model(kind, foreign_specs, files):
+    from clipkit.checkpoint import load_model_spec
+    from clipkit.data import ShapesWorld
+
+    model, spec = load_model_spec(foreign_specs[kind])
+    shapes = ShapesWorld().sample(24, seed=0, split="all")
+    collections = {"shapes": Collection.from_images("shapes", shapes.images, shapes.captions),
+                   "mine": folder_collection(files["folder"], name="mine")}
+    app = build_app(model, collections, source=spec.describe())
+    url = launch(app, port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = make_client(url)
+        picture = gradio_client.handle_file(str(files["red_circle"]))
+        result, warning = client.predict(picture, RED_CIRCLE_LABELS, "a {}", api_name="/classify")
+        direct = classify(model, str(files["red_circle"]), RED_CIRCLE_LABELS, "a {}")
+        shown = _probabilities(result)  # the label box shows the top few
+        assert warning == "" and shown and all(abs(p - direct[label]) < 1e-5 for label, p in shown.items())
+        sketch = {"background": picture, "layers": [], "composite": picture, "id": None}
+        assert client.predict(sketch, RED_CIRCLE_LABELS, "a {}", api_name="/classify_sketch")[0]["label"] == result["label"]
+        hits, warning = client.predict("shapes", "a red circle", 4, api_name="/search_text")
+        assert warning == "" and [hit["caption"] for hit in hits] == [caption for _, caption in search(model, collections["shapes"], "a red circle", k=4)]
+        image_hits, _ = client.predict("mine", gradio_client.handle_file(str(files["folder"] / "picture2.png")), 3, api_name="/search_image")
+        assert image_hits[0]["caption"] == f"1.00 {(files['folder'] / 'picture2.txt').read_text()}"
+        _, status = client.submit("a red circle", "", 2, "shapes", 0, api_name="/steer").result(timeout=120)
+        assert status.startswith("done: 2 steps")
+        card = client.predict(api_name="/model_card")
+        assert type(model).__name__ in card and "Weights:" in card and foreign_specs[kind].split(":")[-1] in card
+    finally:
+        app.close()

@@ -26,7 +26,7 @@ def app_command(*arguments: str) -> list[str]:
 def test_command_line_help_names_the_options():
     result = subprocess.run(app_command("--help"), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for option in ("--checkpoint", "--from-notebook-checkpoint", "--port", "--host", "--share", "--folder"):
+    for option in ("--model", "open_clip:NAME", "hf:ID", "export", "--checkpoint", "--from-notebook-checkpoint", "--port", "--host", "--share", "--folder"):
         assert option in result.stdout
 
 
@@ -102,3 +102,36 @@ def test_a_damaged_checkpoint_is_one_message_and_exit_2_without_a_traceback(tmp_
     shown = subprocess.run(app_command("--checkpoint", str(folder), "--port", str(free_port()), "--debug"),
                            capture_output=True, text=True, timeout=120, env=ENV)
     assert shown.returncode != 0 and "Traceback" in shown.stderr and str(damaged) in shown.stderr
+
+
+def test_a_model_spec_nothing_reads_exits_2_naming_each_form(tmp_path):
+    result = subprocess.run(app_command("--model", str(tmp_path / "nowhere"), "--port", str(free_port())),
+                            capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    for form in ("clipkit checkpoint folder", "open_clip:NAME", "hf:ID-or-folder", str(tmp_path / "nowhere")):
+        assert form in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["open_clip", "hf"])
+def test_the_command_line_serves_a_model_spec_and_its_card_names_the_weights(kind, tmp_path, tiny_open_clip):
+    from gradio_client import Client
+
+    from test_app import foreign_model_specs, wait_for_page
+
+    spec = foreign_model_specs(tmp_path, tiny_open_clip)[kind]
+    # open_clip knows the tiny test architecture only in this process: the server gets its config folder too
+    register = "import open_clip, sys; open_clip.add_model_config(sys.argv.pop(1)); from clipkit.app.cli import main; sys.exit(main())"
+    import open_clip
+
+    configs = next(Path(p) for p in open_clip.factory._MODEL_CONFIG_PATHS if (Path(p) / f"{tiny_open_clip}.json").exists())
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", register, str(configs), "--model", spec, "--port", str(port), "--tabs", "zero-shot,about"],
+                              env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_page(f"http://127.0.0.1:{port}/", server)
+        card = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False).predict(api_name="/model_card")
+        assert "Weights:" in card and spec.split(":")[-1] in card
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -8,7 +8,10 @@ gr = pytest.importorskip("gradio")
 
 from clipkit.app import build_app  # noqa: E402
 from clipkit.app.inputs import SPLIT_RULE, InputError  # noqa: E402
-from clipkit.app.tabs import shown_in_page  # noqa: E402
+from clipkit.app.server import TAB_NAMES  # noqa: E402
+from clipkit.app.tabs import moderation_tab, shown_in_page  # noqa: E402
+
+MODERATION = "moderation" in TAB_NAMES  # build_app serves the moderation tab once the server lists it
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def test_each_component_is_drawn_once(app):
     # (an update built inside the Blocks as a component would be drawn as a second, stray one)
     assert [block.elem_id for block in app.blocks.values() if getattr(block, "label", None) == HEAT_LABEL] == ["zero-shot-saliency"]
     images = [block.label for block in app.blocks.values() if isinstance(block, gr.Image)]
-    assert sorted(images) == sorted(["image", HEAT_LABEL, "or an image query", "image"])
+    assert sorted(images) == sorted(["image", HEAT_LABEL, "or an image query", "image"] + ["image"] * MODERATION)
 
 
 def test_errors_reach_the_page_escaped_and_whole():
@@ -71,7 +74,27 @@ def test_each_answer_is_cleared_before_its_request_runs(app):
     # every public endpoint follows a private event that empties the same outputs first
     by_id = {fn._id: fn for fn in app.fns.values()}
     public = [fn for fn in app.fns.values() if fn.api_visibility != "private" and fn.api_name not in ("model_card",)]
-    assert {fn.api_name for fn in public} == {"classify", "classify_sketch", "search_text", "search_image", "steer"}
+    expected = {"classify", "classify_sketch", "search_text", "search_image", "steer"} | ({"moderate"} if MODERATION else set())
+    assert {fn.api_name for fn in public} == expected
     for fn in public:
         clearing = [other for other in by_id.values() if other.name == "clear" and {o._id for o in fn.outputs} <= {o._id for o in other.outputs}]
         assert clearing, f"/{fn.api_name} has no clearing event"
+
+
+def test_moderation_tab_offers_a_policy_the_model_knows_and_clears_before_answering(tiny_word_clip):
+    import json
+
+    from clipkit.app import services
+    from clipkit.moderation import policy_from_json, policy_to_dict
+
+    with gr.Blocks() as blocks:
+        moderation_tab(tiny_word_clip)
+    (policy_box,) = [block for block in blocks.blocks.values() if isinstance(block, gr.Code)]
+    offered = policy_from_json(policy_box.value)
+    assert offered == services.default_policy(tiny_word_clip) and json.loads(policy_box.value) == policy_to_dict(offered)
+    assert services.unknown_words_warning(tiny_word_clip.tokenizer, services._policy_texts(offered)) == ""
+    notes = [block.value for block in blocks.blocks.values() if isinstance(block, gr.Markdown)]
+    assert any("threshold" in note and f"{services.MAX_POLICY_CHARS:,} characters" in note for note in notes)
+    (moderate,) = [fn for fn in blocks.fns.values() if fn.api_name == "moderate"]
+    clearing = [fn for fn in blocks.fns.values() if fn.name == "clear" and {o._id for o in moderate.outputs} <= {o._id for o in fn.outputs}]
+    assert clearing, "/moderate has no clearing event"

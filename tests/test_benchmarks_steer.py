@@ -4,7 +4,10 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +58,25 @@ def test_random_prompts_name_colour_and_shape_and_sometimes_size_and_place():
     parsed = [parse_shapes_prompt(prompt) for prompt in prompts]
     assert all(p.colour and p.shape for p in parsed)
     assert sum(p.size is not None for p in parsed) == 20 and sum(p.position is not None for p in parsed) == 20
+    # for a model that does not read places (the cpu and cpu-grid profiles): the same prompts, their places left out
+    unplaced = [parse_shapes_prompt(prompt) for prompt in random_prompts(40, seed=3, places=False)]
+    assert unplaced == [replace(p, position=None) for p in parsed]
+
+
+def test_steer_benchmark_times_each_painter_on_a_model_spec(tmp_path, capsys):
+    """`--model open_clip:NAME` (here a tiny random-init architecture registered for the test, 48 px
+    input) times pixels, Fourier and strokes at the model's own input size, on the CPU."""
+    open_clip = pytest.importorskip("open_clip")
+    config = {"embed_dim": 32, "vision_cfg": {"image_size": 48, "patch_size": 16, "width": 32, "layers": 1, "head_width": 16},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "clipkit-bench-tiny.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from steer import REAL_SCALE_PAINTERS, main
+
+    figures = main(["--model", "open_clip:clipkit-bench-tiny", "--quick", "--devices", "cpu", "--views", "2"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == figures
+    assert figures["image_size_px"] == 48 and figures["steps"] == 2 and figures["views_per_step"] == 2 and figures["extrapolated"]
+    for painter in REAL_SCALE_PAINTERS:
+        per_step = figures[f"cpu_{painter}_seconds_per_step"]
+        assert per_step > 0 and figures[f"cpu_{painter}_seconds_per_200_steps"] == pytest.approx(200 * per_step, abs=0.1)

@@ -29,6 +29,27 @@ def test_train_throughput_quick_run_compares_the_same_model():
     ratio = figures["miniclip_images_per_second"] / figures["open_clip_images_per_second"]
     assert abs(figures["speedup_ratio"] - ratio) < 1e-2
     assert figures["step0_loss_abs_diff"] < 1e-5, "both models were built with the same weights"
+    assert figures["matmul_peak_gflops_per_second"] > 0 and figures["flops_per_step"] > 0
+    for name in ("miniclip", "open_clip"):  # achieved GFLOP/s is the step's FLOPs at the measured rate
+        expected = figures["flops_per_step"] * figures[f"{name}_images_per_second"] / figures["batch_size"] / 1e9
+        assert figures[f"{name}_gflops_per_second"] == pytest.approx(expected, rel=0.02, abs=0.02)
+    assert 1 <= figures["miniclip_threads"] <= figures["threads"]
+
+
+@pytest.mark.slow  # a fresh interpreter, and a busy-loop neighbour it must stop again
+def test_train_throughput_runs_beside_a_cpu_bound_neighbour():
+    lines, figures = _run("train_throughput.py", "--load", "1")
+    assert figures["load_processes"] == 1 and any("1 CPU-bound neighbours" in line for line in lines)
+
+
+@pytest.mark.slow  # three fresh interpreters (the writer, then readers as 1 and 2 processes)
+def test_shards_quick_run_reads_with_one_and_two_processes():
+    lines, figures = _run("shards.py")
+    assert figures["one_process_images_per_second"] > 0
+    assert len(figures["two_processes_images_per_second_each"]) == 2
+    assert figures["two_processes_images_per_second_total"] == pytest.approx(
+        sum(figures["two_processes_images_per_second_each"]), abs=0.2)
+    assert any(line.startswith("2 ") for line in lines)
 
 
 @pytest.mark.slow  # a fresh interpreter importing torch (and open_clip) each

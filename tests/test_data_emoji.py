@@ -93,3 +93,58 @@ def test_a_file_that_is_not_a_colour_font_is_explained(monkeypatch, tmp_path):
     monkeypatch.setenv("CLIPKIT_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(EmojiFontNotFoundError, match="fake.ttf cannot be read"):
         load_emoji(font_path=fake)
+
+
+# --- what moderation needs: label sets and skin tones --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def toned(cache):
+    return emoji.load_skin_tone_emoji(image_size=32)
+
+
+@needs_font
+def test_every_skin_toned_emoji_comes_in_all_six_tones(toned):
+    tones = list(emoji.SKIN_TONES)
+    assert len(toned) == 6 * len(set(toned.bases)) and len(set(toned.bases)) >= 100
+    for start in range(0, len(toned), 6):
+        assert toned.tones[start:start + 6] == tones and len(set(toned.bases[start:start + 6])) == 1
+        base = toned.characters[start]
+        assert [c[len(base):] for c in toned.characters[start:start + 6]] == list(emoji.SKIN_TONES.values())
+        assert toned.captions[start] == unicodedata.name(base).lower()
+        assert toned.captions[start + 6 - 1] == f"{toned.bases[start]}: dark skin tone"
+    # the font really draws each tone: a toned picture differs from the default one
+    default, darkest = toned.images[0::6].float(), toned.images[5::6].float()
+    assert ((default - darkest).abs().flatten(1).mean(dim=1) > 1).float().mean() > 0.95
+    assert {"thumbs up sign", "waving hand sign", "runner"} <= set(toned.bases)
+
+
+@needs_font
+def test_modifier_bases_are_exactly_the_emoji_the_font_draws_as_one_glyph_with_a_tone():
+    from PIL import ImageFont
+
+    font = emoji.find_emoji_font()
+    face = ImageFont.truetype(str(font), emoji.BITMAP_SIZE)
+    bases = set(emoji.modifier_bases(font, face))
+    assert "\U0001F44D" in bases and "\U0001F3C3" in bases  # thumbs up, runner
+    assert "\U0001F52B" not in bases and "\U0001F600" not in bases  # pistol, grinning face
+
+
+@needs_font
+def test_moderation_labels_pick_the_named_emoji(rendered, toned):
+    labels = emoji.moderation_labels(rendered.captions)
+    for name, members in emoji.LABEL_SETS.items():
+        flagged = {c for c, hit in zip(rendered.captions, labels[name].tolist()) if hit}
+        assert flagged == set(members), f"{name}: the font lacks {set(members) - flagged}"
+    toned_labels = emoji.moderation_labels(toned.captions)
+    assert not toned_labels["weapons"].any() and not toned_labels["alcohol and tobacco"].any()
+    people = {b for b, hit in zip(toned.bases, toned_labels["people"].tolist()) if hit}
+    assert {"runner", "woman", "baby", "person with folded hands"} <= people
+    assert not {"thumbs up sign", "ear", "flexed biceps", "handshake"} & people
+    # a tone never changes whether an emoji shows a person
+    assert all(len(set(toned_labels["people"][i:i + 6].tolist())) == 1 for i in range(0, len(toned), 6))
+
+
+def test_is_person_reads_whole_words():
+    assert emoji.is_person("woman: dark skin tone") and emoji.is_person("horse racing")
+    assert not emoji.is_person("mantelpiece clock") and not emoji.is_person("thumbs up sign")

@@ -248,3 +248,13 @@ def test_unchecked_files_that_fail_later_are_replaced_not_fatal(tmp_path):
     with pytest.raises(BadItemError, match="1.png"):
         strict[1]
     assert isinstance(data[0][0], torch.Tensor)
+
+
+def test_draft_decodes_large_jpegs_smaller_but_never_below_the_asked_size(tmp_path):
+    big = photo(3, size=(800, 600))
+    jpeg = save(big, tmp_path / "big.jpg", quality=90)
+    png = save(big, tmp_path / "big.png")
+    drafted = load_image_rgb(jpeg, draft=100)
+    assert drafted.mode == "RGB" and min(drafted.size) >= 100 and drafted.size[0] < 800
+    assert load_image_rgb(png, draft=100).size == (800, 600)  # only JPEG can decode at a reduced scale
+    assert load_image_rgb(jpeg).size == (800, 600)

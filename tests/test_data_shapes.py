@@ -187,12 +187,17 @@ def centre_colours(world, sample):
     return found
 
 
-def test_train_split_never_shows_a_heldout_pair_in_images_or_captions(world):
-    sample = world.sample(3000, seed=11, split="train")
+def assert_no_heldout_pair(world, sample):
+    """No held-out pair in any scene or caption, and every caption names exactly its scene's pairs."""
     held = set(world.heldout_pairs)
     for caption, scene in zip(sample.captions, sample.scenes):
-        assert held.isdisjoint(scene.pairs)
-        assert held.isdisjoint(mentioned_pairs(caption, world)), caption
+        assert held.isdisjoint(scene.pairs) and held.isdisjoint(mentioned_pairs(caption, world)), caption
+        assert Counter(mentioned_pairs(caption, world)) == Counter(scene.pairs), caption
+
+
+def test_train_split_never_shows_a_heldout_pair_in_images_or_captions(world):
+    sample = world.sample(3000, seed=11, split="train")
+    assert_no_heldout_pair(world, sample)
     # The pixels agree with the scenes, so no held-out colour sits on a held-out shape in any image.
     first = sample.subset(range(500))
     for colours, scene in zip(centre_colours(world, first), first.scenes):
@@ -338,3 +343,146 @@ def test_pair_weights_cannot_silence_every_training_pair():
     world = ShapesWorld(ShapesConfig(image_size=16))
     with pytest.raises(ValueError, match="weight 0"):
         ShapesConfig(image_size=16, pair_weights={pair: 0.0 for pair in world.pairs})
+
+
+# -- the randomised world and the torch renderer -------------------------------------------------
+
+from clipkit.data.shapes import SHAPE_TESTS, region_of  # noqa: E402
+from clipkit.data.stream import build_data  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def random_world():
+    return ShapesWorld(ShapesConfig(variation="random"))
+
+
+@pytest.mark.parametrize("config", [ShapesConfig(), ShapesConfig(image_size=64, p_two_objects=0.8)])
+def test_torch_renderer_draws_the_grid_world_bit_for_bit_as_the_numpy_one(config):
+    torch_world, numpy_world = ShapesWorld(config), ShapesWorld(config, backend="numpy")
+    for seed in (0, [4, 2]):
+        assert torch.equal(torch_world.sample(300, seed=seed, split="all").images,
+                           numpy_world.sample(300, seed=seed, split="all").images)
+    probe, reference = torch_world.binding_probe(50, seed=1), numpy_world.binding_probe(50, seed=1)
+    assert torch.equal(probe.swapped_images, reference.swapped_images)
+
+
+def test_to_device_keeps_scenes_and_pictures(random_world):
+    before = random_world.sample(64, seed=5, split="all")
+    moved = ShapesWorld(ShapesConfig(variation="random")).to("cpu")
+    after = moved.sample(64, seed=5, split="all")
+    assert after.images.device == moved.device == torch.device("cpu")
+    assert torch.equal(before.images, after.images) and before.captions == after.captions
+    data = build_data({"shapes": {"image_size": 32, "variation": "random"}})
+    batch = data.batch(16, seed=0, step=3)
+    assert torch.equal(data.to("cpu").batch(16, seed=0, step=3).images, batch.images)
+
+
+def test_numpy_renderer_refuses_what_it_cannot_draw():
+    with pytest.raises(ValueError, match="grid world only"):
+        ShapesWorld(ShapesConfig(variation="random"), backend="numpy")
+    with pytest.raises(ValueError, match="backend"):
+        ShapesWorld(backend="opengl")
+
+
+def test_random_world_depends_only_on_seed_and_step(random_world):
+    batches = list(random_world.batches(24, seed=3, num_batches=3))
+    again = random_world.sample(24, seed=[3, 2])
+    assert torch.equal(batches[2].images, again.images) and batches[2].captions == again.captions
+    assert not torch.equal(batches[0].images, batches[1].images)
+    assert random_world.sample_captions(40, seed=9, split="all") == random_world.sample(40, seed=9, split="all").captions
+
+
+def test_random_world_spec_round_trips():
+    data = build_data({"shapes": {"image_size": 32, "variation": "random", "max_rotation": 20.0}})
+    assert data.spec["shapes"]["variation"] == "random"
+    rebuilt = build_data(data.spec)
+    assert rebuilt.spec == data.spec
+    from clipkit.data.stream import as_training_data
+
+    assert as_training_data(ShapesWorld(ShapesConfig(variation="random")), 32).spec["shapes"]["variation"] == "random"
+    assert torch.equal(rebuilt.batch(8, seed=1, step=2).images, data.batch(8, seed=1, step=2).images)
+    assert not torch.equal(build_data({"shapes": {}}).batch(8, seed=1, step=2).images, data.batch(8, seed=1, step=2).images)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("variation", "wobbly"), ("max_rotation", 90.0), ("size_spread", 0.5), ("shade", 1.0), ("p_outline", 1.5),
+     ("p_any_background", -0.1), ("p_gradient", 2), ("p_pattern", 1.2), ("texture", 300.0), ("max_blur", 5.0), ("max_noise", -1.0),
+     ("max_rotation", "lots")],
+)
+def test_bad_randomisation_fields_are_named_with_their_range(field, value):
+    with pytest.raises(ValueError, match=field):
+        ShapesConfig(**{"variation": "random", field: value})
+
+
+def test_random_split_keeps_heldout_pairs_out_of_training_images_and_captions(random_world):
+    sample = random_world.sample(1500, seed=11, split="train")
+    assert_no_heldout_pair(random_world, sample)
+    for caption, scene in zip(sample.captions, sample.scenes):
+        assert ("outline" in caption) == any(o.outline for o in scene.objects), caption
+        assert "dark background" not in caption  # random backgrounds are not always dark
+    heldout = random_world.sample(200, seed=12, split="heldout")
+    assert {pair for scene in heldout.scenes for pair in scene.pairs} <= set(random_world.heldout_pairs)
+
+
+def test_random_world_varies_how_objects_are_drawn_and_keeps_size_and_place_words_true(random_world):
+    sample = random_world.sample(600, seed=7, split="all")
+    side = random_world.config.image_size
+    objects = [o for scene in sample.scenes for o in scene.objects]
+    angles = np.array([o.angle for o in objects])
+    assert np.abs(angles).max() <= random_world.config.max_rotation and angles.std() > 5
+    assert 0.1 < np.mean([o.outline for o in objects]) < 0.3
+    small, large = ([o.diameter for o in objects if o.size == word] for word in ("small", "large"))
+    assert max(small) < min(large) and np.std(small) > 0.3  # continuous, and the size word still true
+    for scene in sample.scenes:
+        for obj in scene.objects:
+            assert 0 <= obj.x <= side and 0 <= obj.y <= side
+            assert region_of(obj.x / side, obj.y / side) == obj.position, obj
+        if len(scene.objects) == 2:
+            a, b = scene.objects
+            geometry = {"left of": a.x < b.x, "right of": a.x > b.x, "above": a.y < b.y, "below": a.y > b.y}
+            assert geometry[scene.relation], scene
+    # backgrounds differ image to image, far beyond the grid world's brightness jitter
+    corners = sample.images[:, :, 0, 0].float()
+    assert corners.std(dim=0).min() > 30
+
+
+def analytic_coverage(obj, side, supersample=8):
+    """Naive recomputation: the shape's inside-test at sub-pixel centres, rotated and scaled by hand."""
+    fine = (np.arange(side * supersample) + 0.5) / supersample
+    px, py = np.meshgrid(fine, fine)
+    turn = np.deg2rad(obj.angle)
+    dx, dy = px - obj.x, py - obj.y
+    radius = obj.diameter / 2
+    u = (np.cos(turn) * dx + np.sin(turn) * dy) / radius
+    v = (-np.sin(turn) * dx + np.cos(turn) * dy) / radius
+    inside = SHAPE_TESTS[obj.shape](u, v).astype(float)
+    return inside.reshape(side, supersample, side, supersample).mean(axis=(1, 3))  # [S*s, S*s] -> [S, s, S, s] -> [S, S]
+
+
+def test_random_coverage_matches_the_analytic_shapes_turned_and_scaled(random_world):
+    layout = random_world._layout(40, np.random.default_rng(0), "all", objects=1)
+    rnd = layout.random
+    shape_ids = layout.pairs[:, 0] % len(random_world.shapes)
+    coverage = random_world.renderer._coverage(shape_ids, rnd.centres[:, 0], rnd.diameters[:, 0], rnd.angles[:, 0],
+                                                np.zeros(40, dtype=bool))
+    for i, scene in enumerate(random_world._scenes(layout)):
+        expected = analytic_coverage(scene.objects[0], random_world.config.image_size)
+        assert np.abs(coverage[i].numpy() - expected).mean() < 0.01
+        assert np.abs(coverage[i].numpy().sum() - expected.sum()) < 0.03 * expected.sum()
+
+
+def test_pixel_oracle_reads_random_world_colours_right(random_world):
+    """The median colour of the pixels an object fully covers is nearest its own palette colour."""
+    sample = random_world.sample(300, seed=8, split="all")
+    names, palette = list(random_world.colours), np.array(list(random_world.colours.values()), dtype=float)
+    side, right, total = random_world.config.image_size, 0, 0
+    for image, scene in zip(sample.images.numpy().astype(float), sample.scenes):
+        for obj in scene.objects:
+            core = analytic_coverage(obj, side, 4) >= 0.99
+            if obj.outline or core.sum() < 2:
+                continue
+            colour = np.median(image[:, core], axis=1)
+            total += 1
+            right += names[np.linalg.norm(palette - colour, axis=1).argmin()] == obj.colour
+    assert total > 250 and right / total >= 0.97, (right, total)

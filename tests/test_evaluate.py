@@ -135,7 +135,15 @@ def test_training_metrics_are_the_recomputed_zero_shot_and_recall():
     expected_keys = {"seen", "heldout_vs_heldout", "heldout_vs_all", "harmonic", "gamma", "seen_calibrated",
                      "heldout_calibrated", "harmonic_calibrated", "toy_top1"}
     expected_keys |= {f"{d}_r@{k}" for d in ("text_to_image", "image_to_text") for k in (1, 5, 10)}
+    expected_keys |= {"binding_text", "binding_image", "binding_group"}
     assert set(metrics) == expected_keys
+
+    probe = world.binding_probe(size, seed=3000, split="train")
+    own, swapped = embed_images(model, probe.images), embed_images(model, probe.swapped_images)  # [N, D] each
+    caption, swapped_caption = embed_texts(model, probe.captions), embed_texts(model, probe.swapped_captions)
+    text_right = torch.cat([(own * caption).sum(1) > (own * swapped_caption).sum(1),
+                            (swapped * swapped_caption).sum(1) > (swapped * caption).sum(1)])
+    assert metrics["binding_text"] == pytest.approx(float(text_right.float().mean()), abs=1e-6)
 
 
 def test_a_source_without_labels_reports_nothing(model):

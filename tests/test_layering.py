@@ -40,6 +40,7 @@ FLOORS: dict[str, int] = {
     "clipkit.interop": 3,
     "clipkit.pretrained": 3,
     "clipkit.lit": 3,
+    "clipkit.hf": 3,
     # evaluation
     "clipkit.prompts": 4,
     "clipkit.zeroshot": 4,
@@ -47,6 +48,8 @@ FLOORS: dict[str, int] = {
     "clipkit.evaluate": 4,
     "clipkit.open_vocab": 4,
     "clipkit.saliency": 4,
+    "clipkit.robustness": 4,
+    "clipkit.moderation": 4,
     # training and steering
     "clipkit.train": 5,
     "clipkit.steer": 5,

@@ -170,3 +170,53 @@ def test_the_contrastive_loss_reads_the_models_clamped_scale(tiny_word_clip):
 def test_a_model_without_the_clipkit_interface_gets_a_clear_error():
     with pytest.raises(TypeError, match="CLIPBase"):
         steer(torch.nn.Linear(2, 2), "a red star", config=SteerConfig(**QUICK))
+
+
+@pytest.mark.parametrize("kind", ["pixels", "fourier", "strokes"])
+def test_real_scale_steering_shows_the_model_cutouts_at_its_size_in_its_own_statistics(world32, kind):
+    """REAL_SCALE as on a 224 px CLIP, scaled down: a 40 px painting, a model of 24 px input with its own
+    mean and std. Every step the model sees random cutouts resized to 24 px, normalised with the model's
+    statistics (recomputed from the painter and the seeded views), and gradient reaches the painting."""
+    from clipkit.config import config_from_preset
+    from clipkit.model import MiniCLIP
+    from clipkit.steer import REAL_SCALE
+    from clipkit.steer.painters import build_parameterisation
+    from clipkit.tokenizer import WordTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = WordTokenizer.fit(world32.sample(200, seed=1).captions, context_length=24)
+    model = MiniCLIP(config_from_preset("tiny-cpu", tokenizer=tokenizer, embed_dim=16, image_mean=(0.2, 0.5, 0.7), image_std=(0.1, 0.3, 0.2),
+                                        vision={"image_size": 24, "cnn_channels": [8, 16]}, text={"width": 16, "layers": 1, "heads": 2})).eval()
+    config = SteerConfig(**{**REAL_SCALE, "image_size": 40, "num_augmentations": 3}, parameterisation=kind, steps=2, num_strokes=4)
+    shown, grads = [], []
+
+    def spy(images, normalize=False, encode=model.encode_image):
+        shown.append(images.detach().clone())
+        if images.requires_grad:  # the optimisation steps (the final scoring of the run is under no_grad)
+            images.register_hook(lambda grad: grads.append(grad.abs().sum().item()))
+        return encode(images, normalize)
+
+    model.encode_image = spy
+    result = steer(model, "a red star", config=config)
+    assert [tuple(x.shape) for x in shown[:2]] == [(3, 3, 24, 24)] * 2  # the views of each step, at the model's size
+    generator = torch.Generator().manual_seed(config.seed)  # the first step, recomputed: painter, then its views
+    painting = build_parameterisation(config, generator)()
+    views = augmented_views(painting, config, 24, True, generator)
+    assert not torch.allclose(views[0], views[1])  # random cutouts, not one view three times
+    assert torch.allclose(shown[0], normalize_images(views, model.image_mean, model.image_std), atol=1e-6)
+    assert len(grads) == 2 and min(grads) > 0
+    assert not torch.equal(result.frames[0], result.image)  # the painting moved
+
+
+@pytest.mark.slow
+def test_a_random_init_vit_b_32_steers_at_224_px_through_cutouts():
+    """The real scale: open_clip's ViT-B-32 (random init, offline), a 224 px painting, REAL_SCALE's cutouts."""
+    pytest.importorskip("open_clip")
+    from clipkit.pretrained import load_open_clip
+    from clipkit.steer import REAL_SCALE
+
+    model = load_open_clip("ViT-B-32")
+    assert model.image_size == 224
+    config = SteerConfig(**{**REAL_SCALE, "num_augmentations": 2}, parameterisation="strokes", steps=1, num_strokes=8)
+    result = steer(model, "an oil painting of a lighthouse", config=config)
+    assert result.image.shape == (3, 224, 224) and len(result.losses) == 1 and math.isfinite(result.losses[0])

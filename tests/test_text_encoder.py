@@ -170,3 +170,20 @@ def test_initial_residual_branches_keep_the_stream_scale_and_gradients_are_finit
     block = encoder.transformer.blocks[0]
     assert math.isclose(block.attention.out_proj.weight.std().item(), 32**-0.5 / 2, rel_tol=0.15)
     assert math.isclose(block.mlp.fc_in.weight.std().item(), 64**-0.5, rel_tol=0.15)
+
+
+@pytest.mark.parametrize("pool", ["eot", "argmax"])
+def test_trailing_padding_is_dropped_without_changing_an_embedding(pool):
+    from clipkit.text_encoder import trim_padding
+
+    torch.manual_seed(0)
+    encoder = TextEncoder(small_config(pool=pool), embed_dim=8).eval()
+    tokens = captions([3, 7, 5])  # the longest row ends at column 8 of 16
+    assert trim_padding(tokens).shape == (3, 9) and torch.equal(trim_padding(tokens), tokens[:, :9])
+    full = tokens.clone()
+    full[:, -1] = 1  # a token in the last column: nothing can be dropped
+    assert torch.equal(trim_padding(full), full)
+    with torch.no_grad():  # the reference: every column through the tower, pooled by hand
+        hidden = encoder.hidden_states(tokens)
+        reference = encoder.projection(hidden[torch.arange(3), encoder.eot_positions(tokens)])
+        torch.testing.assert_close(encoder(tokens), reference, rtol=1e-5, atol=1e-6)

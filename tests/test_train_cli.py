@@ -64,3 +64,18 @@ def test_a_damaged_train_state_is_one_message_and_exit_2(tmp_path, capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 2
     with pytest.raises(Exception, match="written by another program"):  # --debug: the exception, with its traceback
         main(["--profile", "ci", "--out", str(tmp_path), "--no-progress", "--debug"])
+
+
+def test_trains_from_webdataset_shards_and_names_missing_ones(tmp_path, capsys):
+    from clipkit.data.shapes import ShapesConfig, ShapesWorld
+    from clipkit.data.shards import write_shards
+
+    pattern = write_shards(ShapesWorld(ShapesConfig(image_size=32)), tmp_path / "shards", count=32, per_shard=16)
+    common = ["--profile", "ci", "--steps", "2", "--batch-size", "8", "--no-progress", "--cpu-threads", "1"]
+    assert main([*common, "--data", f"webdataset:{pattern}", "--out", str(tmp_path / "run")]) == 0
+    state = read_train_state(tmp_path / "run")
+    assert state["step"] == 2 and state["data"]["webdataset"] == pattern
+    assert state["data_position"]["samples_read_per_process"] == 16
+    missing = str(tmp_path / "none" / "{000000..000001}.tar")
+    assert main([*common, "--data", f"webdataset:{missing}", "--out", str(tmp_path / "run2")]) == 2
+    assert "missing" in capsys.readouterr().err

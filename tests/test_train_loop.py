@@ -95,3 +95,31 @@ def test_bf16_autocast_training_on_cuda_learns_and_saves_fp32_weights(tmp_path):
     saved = load_model(tmp_path, device="cuda")
     assert all(t.dtype == torch.float32 for t in saved.state_dict().values() if t.is_floating_point())
     assert saved.metadata["metrics"]["heldout_vs_heldout"] >= 0
+
+
+def test_thread_governor_keeps_the_fastest_count_and_follows_a_change_of_load():
+    from clipkit.train.loop import ThreadGovernor
+
+    torch.set_num_threads(2)  # the one_thread fixture puts the caller's count back afterwards
+    governor = ThreadGovernor(probe=2, hold=10)
+    assert governor.candidates == [2, 1]
+    cost = {2: 5.0, 1: 1.0}  # a neighbour holds a core: one thread is faster
+
+    def run(steps):
+        used = []
+        for _ in range(steps):
+            threads = governor.threads()
+            assert torch.get_num_threads() == threads
+            used.append(threads)
+            governor.timed(cost[threads])
+        return used
+
+    first = run(6 + 10)
+    assert first[:6] == [2, 2, 2, 1, 1, 1] and set(first[6:]) == {1}  # probes (a warm step + 2 timed), then holds
+    cost = {2: 1.0, 1: 2.0}  # the neighbour left
+    later = run(6 + 10)
+    assert later[-5:] == [2] * 5
+    governor.restore()
+    assert torch.get_num_threads() == 2
+    fixed = ThreadGovernor(threads=1)
+    assert fixed.candidates == [1] and fixed.threads() == 1

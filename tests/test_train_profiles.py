@@ -36,3 +36,14 @@ def test_the_fitted_tokenizer_knows_every_caption_and_evaluation_prompt_word():
     model, data = build_model("ci")
     assert prompt_vocabulary(data), "the shapes source is evaluated with prompts"
     assert model.tokenizer.unknown_words(data.vocabulary() + prompt_vocabulary(data)) == []
+
+
+def test_cpu_random_is_the_cpu_recipe_on_the_randomised_world():
+    from clipkit.train import PROFILES
+
+    _, data = build_model("cpu-random")
+    assert data.spec["shapes"]["variation"] == "random"
+    assert data.sources[0].world.config.variation == "random"
+    assert PROFILES["cpu"]["data"]["shapes"].get("variation", "grid") == "grid"
+    # the same model and training, only the world differs: a side-by-side comparison
+    assert {k: v for k, v in PROFILES["cpu"].items() if k != "data"} == {k: v for k, v in PROFILES["cpu-random"].items() if k != "data"}

@@ -49,6 +49,28 @@ def test_the_step_loss_is_the_multi_positive_loss_written_by_hand():
     torch.testing.assert_close(out["loss"], _hand_loss(logits, batch.captions), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("weight", [1.0, 4.0])
+def test_hard_negatives_are_extra_columns_of_the_image_to_text_softmax_weighted_as_copies(weight):
+    """NegCLIP: each hard negative is a column no image picks; weight w counts it as w equal columns."""
+    model, data = build_model("ci")
+    batch = data.batch(16, seed=0, step=3, hard_negatives=True)
+    assert batch.hard_negatives
+    config = TrainConfig(batch_size=16, augment=False, hard_negatives=True)
+    config.hard_negative_weight = weight
+    images = batch_to_input(model, batch.images)
+    out = compute_loss(model, batch, config, images)
+    image_features = model.encode_image(images, normalize=True)
+    captions = model.encode_text(model.tokenizer(batch.captions), normalize=True)
+    # w copies of every negative column, written out: the softmax then counts each w times.
+    copies = [model.encode_text(model.tokenizer(batch.hard_negatives), normalize=True)] * int(weight)
+    logits = model.logit_scale_exp() * image_features @ torch.cat([captions, *copies]).T  # [B, B + w K]
+    n = len(batch.captions)
+    same = torch.tensor([[a == b for b in batch.groups] for a in batch.groups], dtype=torch.float)  # [B, B]
+    targets = torch.cat([same, same.new_zeros(n, logits.shape[1] - n)], dim=1) / same.sum(dim=1, keepdim=True)
+    by_hand = (F.cross_entropy(logits, targets) + F.cross_entropy(logits[:, :n].T, (same / same.sum(0)).T)) / 2
+    torch.testing.assert_close(out["loss"], by_hand, rtol=1e-5, atol=1e-6)
+
+
 def test_images_become_model_input_as_the_transforms_define_it():
     model, data = build_model("ci")
     images = data.batch(4, seed=0, step=0).images

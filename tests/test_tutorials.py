@@ -26,7 +26,7 @@ from clipkit.exercises.generate import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-LABS = ["lab_why_it_fails", "lab_bias", "lab_interpretability"]
+LABS = ["lab_why_it_fails", "lab_bias", "lab_interpretability", "lab_distribution_shift"]
 
 
 def _code(notebook: dict) -> list[str]:

@@ -31,13 +31,16 @@ def _config_dict(model) -> dict[str, Any]:
     return data
 
 
-def model_card(model, title: str = "Model card") -> str:
-    """Markdown: parameters, tokenizer, config, training data and metrics (from the checkpoint's metadata)."""
+def model_card(model, title: str = "Model card", source: str | None = None) -> str:
+    """Markdown: where the weights came from (`source`, e.g. `ModelSpec.describe()`), parameters,
+    tokenizer, config, training data and metrics (from the checkpoint's metadata)."""
     metadata = dict(model.metadata or {})
     parameters = sum(p.numel() for p in model.parameters())
     tokenizer = model.tokenizer
     lines = [f"## {title}", "", f"**{type(model).__name__}**, {parameters / 1e6:.2f}M parameters, "
              f"{model.image_size} px images, on {model.device}."]
+    if source:
+        lines.append(f"Weights: {html.escape(source, quote=False)}.")
     if tokenizer is not None:
         lines.append(f"Tokenizer: {type(tokenizer).__name__}, {tokenizer.vocab_size:,} tokens, context {tokenizer.context_length}.")
     metrics = metadata.pop("metrics", None) or {}

@@ -1,7 +1,12 @@
-"""The command line: `python -m clipkit.app` (and `make demo`) serves a checkpoint's model.
+"""The command line: `python -m clipkit.app` (and `make demo`) serves any model.
 
-    python -m clipkit.app --checkpoint PATH [--port 7860] [--host H] [--share] [--folder DIR]
+    python -m clipkit.app --model SPEC [--port 7860] [--host H] [--share] [--folder DIR]
+    python -m clipkit.app --checkpoint PATH            # the same as --model PATH
     python -m clipkit.app --from-notebook-checkpoint   # notebook 05's model, trained here if absent
+    python -m clipkit.app export DIR --model SPEC      # a folder that runs as a Hugging Face Space
+
+SPEC is what `clipkit.checkpoint.load_model_spec` reads: a checkpoint folder,
+`open_clip:NAME[:TAG or weights file]` or `hf:ID-or-folder`.
 
 Before anything slow it checks that the port is free (a busy one is one line naming --port); a
 missing notebook checkpoint is trained with a progress bar and a time estimate, checkpointed as it
@@ -68,13 +73,18 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clipkit.app",
-        description="Serve the clipkit demo (zero-shot, search, steering, model card) for a checkpoint. "
+        description="Serve the clipkit demo (zero-shot, search, steering, moderation, model card) for a model. "
         "It binds 127.0.0.1 (this machine only) unless --host is given; --share adds a public link.",
         formatter_class=_HelpFormatter,
         epilog="examples:\n  python -m clipkit.app --from-notebook-checkpoint\n"
-        "  python -m clipkit.app --checkpoint runs/mini-clip --port 7861 --folder ~/Pictures/captioned",
+        "  python -m clipkit.app --model runs/mini-clip --port 7861 --folder ~/Pictures\n"
+        "  python -m clipkit.app --model open_clip:ViT-B-32:laion2b_s34b_b79k\n"
+        "  python -m clipkit.app --model hf:openai/clip-vit-base-patch32    (or hf:path/to/saved/folder)\n"
+        "  python -m clipkit.app export my-space --model open_clip:ViT-B-32:/path/to/weights.safetensors",
     )
     source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="SPEC", help="the model: a checkpoint folder, open_clip:NAME[:TAG or weights file], "
+                        "or hf:ID-or-folder (a transformers CLIPModel)")
     source.add_argument("--checkpoint", type=Path, help="a checkpoint folder (model.safetensors + config.json)")
     source.add_argument("--from-notebook-checkpoint", action="store_true",
                         help="notebook 05's checkpoint_dir()/mini-clip; trains it with the cpu profile when absent")
@@ -82,20 +92,35 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=HOST, help="address to bind; 0.0.0.0 opens the app to your network")
     parser.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
     parser.add_argument("--folder", type=Path, action="append", default=[],
-                        help="a folder of images with sidecar .txt captions to add as a search collection (repeatable)")
+                        help="a folder of photos to search: nested folders, any format PIL reads, captions optional "
+                        "(cat.jpg + cat.txt); embeddings are cached on disk, so a second start embeds nothing (repeatable)")
     parser.add_argument("--tabs", default=",".join(TAB_NAMES), help="comma-separated tabs to show")
     parser.add_argument("--device", help="cpu, cuda or mps; by default clipkit.get_device() picks")
     parser.add_argument("--debug", action="store_true", help="on bad input, show the full traceback")
     return parser
 
 
+def load_served_model(args, device):
+    """(model, where its weights came from) for --model, --checkpoint or --from-notebook-checkpoint."""
+    from clipkit.checkpoint import load_model_spec
+
+    if args.from_notebook_checkpoint:
+        return notebook_checkpoint(device), "notebook 05's checkpoint (checkpoint_dir()/mini-clip)"
+    model, spec = load_model_spec(args.model or str(args.checkpoint), device)
+    return model, spec.describe()
+
+
 def main(argv: list[str] | None = None) -> int:
     from clipkit.app.collections import default_collections
-    from clipkit.checkpoint import load_checkpoint
     from clipkit.env import get_device
+    from clipkit.pretrained import PretrainedWeightsUnavailableError
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: it reports usage otherwise
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:
+        from clipkit.app.export import main as export_main
 
+        return export_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     busy = busy_port_message(args.host, args.port)
@@ -105,16 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     device = get_device(args.device)
     started = time.perf_counter()
     try:
-        model = notebook_checkpoint(device) if args.from_notebook_checkpoint else load_checkpoint(args.checkpoint, device)
+        model, source = load_served_model(args, device)
         tabs = [tab.strip() for tab in args.tabs.split(",") if tab.strip()]
-        app = build_app(model, default_collections(args.folder), tabs=tabs)
-    except (FileNotFoundError, ValueError) as error:  # a wrong path, a damaged file or a bad option: say so, exit 2
+        app = build_app(model, default_collections(args.folder), tabs=tabs, source=source)
+    except (FileNotFoundError, ValueError, PretrainedWeightsUnavailableError) as error:  # wrong path or spec, damaged file, offline: exit 2
         return report_bad_input(error, args.debug)
     except KeyboardInterrupt:
         print("\nstopped. Training is checkpointed every few dozen steps: the same command resumes from the last one",
               file=sys.stderr)
         return 130
-    print(f"model ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(f"model ready in {time.perf_counter() - started:.1f} s: {source}", file=sys.stderr)
     try:
         launch(app, host=args.host, port=args.port, share=args.share, prevent_thread_lock=True, quiet=True)
     except OSError:  # taken since the check above

@@ -1,7 +1,8 @@
 """Search collections: images with one caption each, loaded and indexed on first use.
 
 The app's defaults are ~1,400 emoji, 2,000 Fashion-MNIST test images and 1,000 shapes-world scenes;
-`folder_collection` adds a folder of your own captioned images, `Collection.from_images` a data set
+`folder_collection` adds a folder of your own photos (captions optional, embeddings cached on disk),
+`Collection.from_images` a data set
 a notebook already holds (with its index, when it has one).
 """
 
@@ -14,10 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from clipkit.app.defaults import GALLERY_SIDE, enlarged
-from clipkit.app.inputs import read_image
-
-MAX_FOLDER_IMAGES = 5000  # a user folder is indexed up to this many images
-
 
 @dataclass(eq=False)
 class Collection:
@@ -97,26 +94,49 @@ def _shapes_collection(count: int = 1000) -> Collection:
     return Collection("shapes world", load, f"{count:,} shapes-world scenes (held-out pairs included), with captions")
 
 
-def folder_collection(root: str | Path, name: str | None = None, limit: int = MAX_FOLDER_IMAGES) -> Collection:
-    """Your images with sidecar captions (`cat.jpg` + `cat.txt`, see `clipkit.data.ImageCaptionFolder`),
-    read on first search; unreadable files are skipped with a warning."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist: pass a folder of images with sidecar .txt captions")
+class FolderCollection(Collection):
+    """A folder of your photos (nested folders, any format PIL reads, captions optional), indexed
+    through the on-disk embedding cache (`clipkit.search.PhotoIndex`): the first search with a model
+    embeds the folder (a progress bar in the terminal), later starts reuse the cache and embed only
+    new or changed files. Results show a photo's caption, or its path in the folder when it has none."""
 
-    def load():
-        from clipkit.data import ImageCaptionFolder
+    def __init__(self, root: str | Path, name: str | None = None, cache: str | Path | None = None):
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist: pass a folder of photos (captions optional)")
+        self.cache = cache
+        self.photos = None  # the PhotoIndex, built by the first index_for
+        super().__init__(name or self.root.name, self._listing, f"your photos in {self.root} (cached embeddings)")
 
-        folder = ImageCaptionFolder(root)
-        pictures, captions = [], []
-        for path, caption in folder.items[:limit]:
-            picture = read_image(path)
-            picture.thumbnail((256, 256))  # keeps memory small; every model here looks at 224 px or less
-            pictures.append(picture)
-            captions.append(caption)
-        return pictures, captions
+    def _listing(self) -> tuple[list[Path], list[str]]:
+        """(files, labels) of the indexed photos: files, not pixels, so a big folder is never held in memory."""
+        if self.photos is None:
+            raise RuntimeError(f"collection {self.name!r} is indexed on its first search: call index_for(model) first")
+        return [photo.path for photo in self.photos.photos], [photo.caption or photo.name for photo in self.photos.photos]
 
-    return Collection(name or root.name, load, f"your images in {root} (at most {limit:,})")
+    def index_for(self, model):
+        from clipkit.search import PhotoIndex
+
+        with self._lock:
+            if self.photos is None or self.photos.model is not model:
+                photos = PhotoIndex(self.root, model, cache=self.cache)
+                photos.index.items = [photo.caption or photo.name for photo in photos.photos]  # what results show
+                self.photos, self._data = photos, None
+            return self.photos.index
+
+    def picture(self, position: int):
+        if self.photos is None:
+            raise RuntimeError(f"collection {self.name!r} has not been searched yet: call index_for(model) first")
+        picture = self.photos.image(position)
+        picture.thumbnail((2 * GALLERY_SIDE, 2 * GALLERY_SIDE))  # a 12-megapixel photo need not travel whole
+        return enlarged(picture, GALLERY_SIDE)
+
+
+def folder_collection(root: str | Path, name: str | None = None, cache: str | Path | None = None) -> Collection:
+    """Your photos in `root`, captioned or not (`cat.jpg` + an optional `cat.txt`), searched through the
+    embedding cache (`cache`: its folder, default under `clipkit.cache_dir()`); unreadable files are
+    skipped with one counting warning."""
+    return FolderCollection(root, name, cache)
 
 
 def default_collections(folders: Sequence[str | Path] = ()) -> dict[str, Collection]:

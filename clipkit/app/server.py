@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from clipkit.app.card import model_card as build_card
 from clipkit.app.collections import Collection, default_collections
-from clipkit.app.tabs import about_tab, search_tab, steer_tab, zero_shot_tab
+from clipkit.app.tabs import about_tab, moderation_tab, search_tab, steer_tab, zero_shot_tab
 
-TAB_NAMES = ("zero-shot", "search", "steer", "about")
+TAB_NAMES = ("zero-shot", "search", "steer", "moderation", "about")
 HOST = "127.0.0.1"  # loopback only: nobody else on the network reaches the app unless asked (--host, --share)
 DEFAULT_PORT = 7860
 MAX_FILE_SIZE = "20mb"  # uploads above this are refused by the server before any handler runs
@@ -29,13 +30,19 @@ def build_app(
     tabs: Sequence[str] = TAB_NAMES,
     labels: Sequence[str] | None = None,
     examples: Sequence[str | Path] | None = None,
+    source: str | None = None,
+    policy=None,
 ):
     """A gr.Blocks with the chosen `tabs` (of TAB_NAMES) for `model` (put in eval mode), queued.
 
     `collections` (search): Collection objects or a name -> Collection dict; default
     `default_collections()`. `labels`, `examples`: the zero-shot tab's starting labels and example
-    images (defaults follow the model's training data). `model_card`: markdown for the About tab.
+    images (defaults follow the model's training data). `model_card`: markdown for the About tab;
+    without it the card is built from the model, with `source` (where the weights came from, e.g.
+    `clipkit.checkpoint.ModelSpec.describe()`) on its first lines. `policy`: the moderation tab's
+    starting policy (a `clipkit.moderation.Policy`; default one fitted to the model's training data).
     """
+
     import gradio as gr
 
     tabs = tuple(tabs)
@@ -47,6 +54,8 @@ def build_app(
     elif not isinstance(collections, dict):
         collections = {collection.name: collection for collection in collections}
     model.eval()
+    if model_card is None and "about" in tabs:
+        model_card = build_card(model, source=source)
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         gr.Markdown(f"# {title}")
         with gr.Tabs():
@@ -56,6 +65,8 @@ def build_app(
                 search_tab(model, collections)
             if "steer" in tabs:
                 steer_tab(model)
+            if "moderation" in tabs:
+                moderation_tab(model, policy)
             if "about" in tabs:
                 card = about_tab(model, model_card)
         if "about" in tabs:

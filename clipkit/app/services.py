@@ -3,7 +3,8 @@
 - `classify` (an image and labels -> label probabilities) and `saliency_picture` (where the model
   looks for its best label);
 - `search` (a text or image query -> the nearest images of a collection, with scores);
-- `steer_frames` (prompts -> a stream of images as steering paints them).
+- `steer_frames` (prompts -> a stream of images as steering paints them);
+- `moderate` (an image and a policy -> each rule's score, threshold, action and whether it fires).
 
 Bad input raises `InputError` naming the problem and the fix. Words a word-level model would read
 as <unk> are not an error for classify and search, which answer anyway: their `..._with_warning`
@@ -51,44 +52,47 @@ def _weights_version(model) -> int:
     return sum(parameter._version for parameter in model.parameters())
 
 
-class _ClassifierCache:
-    """Zero-shot weights per (model, labels, templates): a label set is embedded once, not per request.
-    Entries of a model go when the model goes (weak keys) or its weights change."""
+class _PerModelCache:
+    """What a request builds from a model's weights (zero-shot weights per label set, a policy's scorer),
+    kept per model: built once, not per request. Entries of a model go when the model goes (weak keys)
+    or its weights change."""
 
     def __init__(self, size: int = 32):
         self.size = size
         self._lock = threading.Lock()
         self._by_model: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def get(self, model, labels: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-        from clipkit.zeroshot import zeroshot_classifier
-
-        key = (tuple(labels), tuple(templates), _weights_version(model))
+    def get(self, model, key, make):
+        """The entry for (model, `key`, the weights now); `make()` builds it when missing."""
+        key = (key, _weights_version(model))
         with self._lock:
             entries = self._by_model.setdefault(model, OrderedDict())
             if key in entries:
                 entries.move_to_end(key)
                 return entries[key]
-        weights = zeroshot_classifier(model, labels, templates)  # outside the lock: other requests go on
+        value = make()  # outside the lock: other requests go on
         with self._lock:
-            entries[key] = weights
+            entries[key] = value
             while len(entries) > self.size:
                 entries.popitem(last=False)
-        return weights
+        return value
 
 
-_CLASSIFIERS = _ClassifierCache()
+_CLASSIFIERS = _PerModelCache()  # zero-shot weights [C, D] per (labels, templates)
+_SCORERS = _PerModelCache(size=8)  # a PolicyScorer per policy
 
 
 def classify_with_warning(model, image, labels_text, template: str | None = "a {}") -> tuple[dict[str, float], str]:
     """`classify`'s probabilities and a warning naming words the model would read as <unk> ("" if none)."""
     from clipkit.interface import embed_images
+    from clipkit.zeroshot import zeroshot_classifier
 
     picture = read_image(image)
     labels = parse_labels(labels_text, example=suggestions(model).labels_example)
     templates = resolve_templates(template)
     warning = unknown_words_warning(model.tokenizer, [t.format(label) for t in templates for label in labels])
-    weights = _CLASSIFIERS.get(model, labels, templates)  # [C, D], unit rows
+    weights = _CLASSIFIERS.get(model, (tuple(labels), tuple(templates)),
+                               lambda: zeroshot_classifier(model, labels, templates))  # [C, D], unit rows
     embedding = embed_images(model, [picture])  # [1, D], unit length; embed_images runs the model evaluating()
     scale = model.logit_scale_exp().item()  # a number: nothing below needs a gradient
     probabilities = (scale * embedding @ weights.T).softmax(dim=-1)[0]
@@ -225,3 +229,60 @@ def steer_frames(
     finally:
         stop.set()  # the client left (or we are done): the worker stops after its current step
         worker.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# Moderation
+
+MAX_POLICY_CHARS = 20_000  # a policy's JSON: MAX_RULES rules of a few descriptions fit, a pasted book does not
+
+
+def default_policy(model):
+    """The emoji policy (weapons, alcohol and tobacco, people) when the model knows its words, else
+    the shapes world's toy policy (red shapes, stars), whose words a shapes model knows."""
+    from clipkit.moderation.worlds import EMOJI_POLICY, SHAPES_POLICY
+
+    return EMOJI_POLICY if not unknown_words_warning(model.tokenizer, _policy_texts(EMOJI_POLICY)) else SHAPES_POLICY
+
+
+def _policy_texts(policy) -> list[str]:
+    texts = list(policy.neutral) + [text for rule in policy.rules for text in rule.descriptions + rule.counter]
+    return [template.format(text) for template in policy.templates for text in texts]
+
+
+def read_policy(policy):
+    """A checked Policy from a Policy, JSON text (the tab's box) or a file path; a bad one is an InputError
+    naming the rule and field."""
+    from pathlib import Path
+
+    from clipkit.config import ConfigError
+    from clipkit.io import BadFileError
+    from clipkit.moderation import Policy, load_policy, policy_from_json
+
+    if isinstance(policy, Policy):
+        return policy
+    try:
+        if isinstance(policy, Path) or (isinstance(policy, dict) and "path" in policy):
+            return load_policy(policy["path"] if isinstance(policy, dict) else policy)
+        text = check_length((policy or "").strip(), MAX_POLICY_CHARS, "policy")
+        if not text:
+            raise InputError("no policy: write one as JSON, {\"rules\": [{\"name\": ..., \"descriptions\": [...]}]}, or load a file")
+        return policy_from_json(text)
+    except (ConfigError, BadFileError) as error:
+        raise InputError(f"bad policy: {error}") from None
+
+
+def moderate_with_warning(model, image, policy) -> tuple[list[dict], str]:
+    """`moderate`'s verdicts and a warning naming policy words the model would read as <unk> ("" if none)."""
+    from clipkit.moderation import PolicyScorer
+
+    picture = read_image(image)
+    checked = read_policy(policy)
+    warning = unknown_words_warning(model.tokenizer, _policy_texts(checked))
+    return _SCORERS.get(model, checked, lambda: PolicyScorer(model, checked)).decide(picture), warning
+
+
+def moderate(model, image, policy) -> list[dict]:
+    """Each rule's verdict on `image`: [{"rule", "score", "threshold", "action", "flagged"}], in policy
+    order. `policy`: a clipkit.moderation.Policy, its JSON text, or a JSON file's path."""
+    return moderate_with_warning(model, image, policy)[0]

@@ -257,3 +257,41 @@ def about_tab(model, card: str | None = None) -> str:
     with gr.Tab("About", id="about"):
         gr.Markdown(text)
     return text
+
+
+def moderation_tab(model, policy=None) -> None:
+    """An image and a policy (JSON, editable, or loaded from a file); each rule's score, threshold, action
+    and whether it fires, and a warning when the model does not know a policy word. Endpoint: /moderate,
+    answering (verdicts, warning)."""
+    import gradio as gr
+
+    from clipkit.moderation import policy_to_json
+
+    text = policy_to_json(policy if policy is not None else services.default_policy(model))
+    with gr.Tab("Moderation", id="moderation"):
+        gr.Markdown("Does the image break a rule of the policy? Each rule's score weighs its descriptions against its "
+                    "counter-descriptions and ordinary things: it does not depend on the other rules. A rule fires at "
+                    "or above its threshold; calibrate thresholds on labelled images (`clipkit.moderation.calibrate`), "
+                    "never trust 0.5.")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], height=256)
+                run = gr.Button("Moderate", variant="primary")
+                verdicts = gr.JSON(label="verdicts: rule, score, threshold, action, flagged")
+                warning = warning_box("moderation-warning")
+            with gr.Column():
+                policy_box = gr.Code(text, language="json", label="policy", lines=16, elem_id="moderation-policy")
+                gr.Markdown(f"Rules with `name`, `descriptions`, optional `counter`, `action` and `threshold` in [0, 1]; "
+                            f"at most {services.MAX_POLICY_CHARS:,} characters.")
+                upload = gr.File(label="load a policy file (JSON)", file_types=[".json"], type="filepath")
+
+        def judge(picture, policy_text):
+            return services.moderate_with_warning(model, picture, policy_text)
+
+        def load(path):
+            if path is None:
+                raise InputError("no file: choose a policy JSON file")
+            return policy_to_json(services.read_policy(Path(path)))
+
+        on_click(run.click, judge, [image, policy_box], [verdicts, warning], api_name="moderate", preprocess=False)
+        upload.upload(shown_in_page(load), upload, policy_box, api_visibility="private")

@@ -5,6 +5,10 @@ pictograph in its character map, captioned with its lower-cased Unicode name ("g
 Unlike the shapes world the captions are open vocabulary and every class has one example, which
 makes it a good retrieval and few-shot playground. Rendering takes seconds, so the result is cached
 in `clipkit.cache_dir()/emoji` as safetensors + JSON.
+
+For moderation (`clipkit.moderation`): `LABEL_SETS` (weapons, alcohol and tobacco, by Unicode name)
+and `is_person` give labels (`moderation_labels`); `load_skin_tone_emoji` renders every emoji that
+takes a skin-tone modifier in all six tones (`SKIN_TONES`), the group attribute of a fairness audit.
 """
 
 from __future__ import annotations
@@ -102,11 +106,11 @@ def render_emoji(character: str, font, image_size: int, background: tuple[int, i
     return square.convert("RGB").resize((image_size, image_size), Image.Resampling.LANCZOS)
 
 
-def _cache_files(font: Path, image_size: int, background: tuple[int, int, int]) -> tuple[Path, Path]:
+def _cache_files(font: Path, image_size: int, background: tuple[int, int, int], kind: str = "emoji") -> tuple[Path, Path]:
     stat = font.stat()
     # Any change to the font file or the rendering options makes a new cache entry.
     key = json.dumps([_CACHE_VERSION, str(font.resolve()), stat.st_size, stat.st_mtime_ns, image_size, background])
-    stem = f"emoji-{image_size}px-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    stem = f"{kind}-{image_size}px-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
     folder = cache_dir() / "emoji"
     return folder / f"{stem}.safetensors", folder / f"{stem}.json"
 
@@ -136,6 +140,41 @@ def _write_cache(tensor_file: Path, json_file: Path, images: torch.Tensor, capti
     atomic_write(json_file, lambda temporary: temporary.write_text(meta))
 
 
+def _open_face(font: Path):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype(str(font), BITMAP_SIZE)
+    except OSError as error:
+        raise EmojiFontNotFoundError(f"{font} cannot be read as a colour bitmap font ({error}); "
+                                     "use NotoColorEmoji.ttf from fonts-noto-color-emoji") from error
+
+
+def _rendered(kind: str, sequences, image_size: int, font_path, background, cache: bool):
+    """(images uint8 [N, 3, S, S], captions, characters) of the emoji `sequences(font, face)` yields as
+    (characters, caption) pairs, from the cache when it holds them; blank glyphs are left out."""
+    if image_size < 8:
+        raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+    font = find_emoji_font(font_path)
+    background = tuple(int(c) for c in background)
+    tensor_file, json_file = _cache_files(font, image_size, background, kind)
+    cached = _read_cache(tensor_file, json_file) if cache else None
+    if cached is not None:
+        return cached
+    face = _open_face(font)
+    pictures, captions, characters = [], [], []
+    for character, caption in sequences(font, face):
+        picture = render_emoji(character, face, image_size, background)
+        if picture is not None:
+            pictures.append(np.asarray(picture))
+            captions.append(caption)
+            characters.append(character)
+    images = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()  # [N, H, W, 3] -> [N, 3, H, W]
+    if cache:
+        _write_cache(tensor_file, json_file, images, captions, characters, font)
+    return images, captions, characters
+
+
 def load_emoji(
     image_size: int = 64,
     font_path: str | Path | None = None,
@@ -146,36 +185,104 @@ def load_emoji(
 
     The first call renders (seconds) and, with `cache`, stores the result; later calls load it.
     """
-    if image_size < 8:
-        raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
-    font = find_emoji_font(font_path)
-    background = tuple(int(c) for c in background)
-    tensor_file, json_file = _cache_files(font, image_size, background)
-    cached = _read_cache(tensor_file, json_file) if cache else None
-    if cached is None:
-        from PIL import ImageFont
 
-        try:
-            face = ImageFont.truetype(str(font), BITMAP_SIZE)
-        except OSError as error:
-            raise EmojiFontNotFoundError(f"{font} cannot be read as a colour bitmap font ({error}); "
-                                         "use NotoColorEmoji.ttf from fonts-noto-color-emoji") from error
-        pictures, captions, characters = [], [], []
-        for character in emoji_characters(font):
-            picture = render_emoji(character, face, image_size, background)
-            if picture is not None:
-                pictures.append(np.asarray(picture))
-                captions.append(unicodedata.name(character).lower())
-                characters.append(character)
-        images = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()  # [N, H, W, 3] -> [N, 3, H, W]
-        if cache:
-            _write_cache(tensor_file, json_file, images, captions, characters, font)
-    else:
-        images, captions, characters = cached
+    def single(font, face):
+        return ((character, unicodedata.name(character).lower()) for character in emoji_characters(font))
+
+    images, captions, characters = _rendered("emoji", single, image_size, font_path, background, cache)
     return EmojiSet(
         images=images,
         captions=list(captions),
         labels=torch.arange(len(captions)),
         class_names=list(captions),
         characters=list(characters),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# What moderation needs: label sets, and skin-tone variants as a group attribute.
+
+# The five Fitzpatrick-based modifiers (Unicode 8.0); "default" is the unmodified yellow emoji.
+SKIN_TONES = {
+    "default": "",
+    "light": "\U0001F3FB",
+    "medium-light": "\U0001F3FC",
+    "medium": "\U0001F3FD",
+    "medium-dark": "\U0001F3FE",
+    "dark": "\U0001F3FF",
+}
+# Emoji by lower-cased Unicode name in each label set a moderation policy can be checked against
+# (plain data, chosen by hand from the font's names; the Unicode/CLDR groups are too coarse for rules).
+LABEL_SETS: dict[str, tuple[str, ...]] = {
+    "weapons": ("pistol", "dagger knife", "hocho", "crossed swords", "bow and arrow", "bomb", "axe"),
+    "alcohol and tobacco": ("wine glass", "beer mug", "clinking beer mugs", "cocktail glass", "tropical drink",
+                            "sake bottle and cup", "bottle with popping cork", "clinking glasses", "tumbler glass",
+                            "smoking symbol"),
+}
+# A whole person (not a lone hand or body part) has one of these words in its Unicode name.
+PERSON_WORDS = (
+    "person", "man", "woman", "men", "women", "boy", "girl", "baby", "child", "adult", "bride", "prince", "princess",
+    "officer", "worker", "guardsman", "dancer", "runner", "surfer", "swimmer", "golfer", "snowboarder", "bicyclist",
+    "pedestrian", "ninja", "superhero", "supervillain", "mage", "fairy", "vampire", "merperson", "elf", "sleuth",
+    "christmas", "juggling", "wrestlers", "lifter", "selfie", "palm", "shrug", "angel", "couple", "kiss", "rowboat",
+    "horse racing", "breast-feeding", "haircut", "massage", "bath", "accommodation", "polo", "handball", "levitating",
+)
+
+
+def is_person(caption: str) -> bool:
+    """Whether an emoji's (base) name shows a whole person: "runner" yes, "thumbs up sign" no."""
+    words = set(caption.replace(":", " ").split())
+    return any((word in words) if " " not in word else (word in caption) for word in PERSON_WORDS)
+
+
+def moderation_labels(captions) -> dict[str, torch.Tensor]:
+    """Bool [N] per label set of LABEL_SETS, plus "people", for emoji captioned by their (base) names."""
+    bases = [caption.split(":")[0] for caption in captions]
+    labels = {name: torch.tensor([base in members for base in bases]) for name, members in LABEL_SETS.items()}
+    labels["people"] = torch.tensor([is_person(base) for base in bases])
+    return labels
+
+
+@dataclass(eq=False)
+class SkinToneEmojiSet(EmojiSet):
+    """Every emoji that takes a skin-tone modifier, once per tone: `tones[i]` (a SKIN_TONES key) is the
+    group attribute a fairness audit breaks results down by; `bases[i]` is the unmodified emoji's name."""
+
+    tones: list[str] = field(default_factory=list)  # the skin tone of each image ("default": none)
+    bases: list[str] = field(default_factory=list)  # the base emoji's lower-cased Unicode name
+    per_item_fields: tuple[str, ...] = field(default=("images", "captions", "labels", "characters", "tones", "bases"), repr=False)
+
+
+def modifier_bases(font, face) -> list[str]:
+    """The emoji the font draws with skin tones: with a modifier appended it lays out one glyph, not two."""
+    modifier = SKIN_TONES["medium"]
+    return [c for c in emoji_characters(font) if face.getbbox(c + modifier)[2] < 1.5 * face.getbbox(c)[2]]
+
+
+def load_skin_tone_emoji(
+    image_size: int = 64,
+    font_path: str | Path | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+    cache: bool = True,
+) -> SkinToneEmojiSet:
+    """Each emoji that takes a skin tone, in every tone of SKIN_TONES (default first): about 130 x 6
+    images captioned as CLDR names them ("thumbs up sign: dark skin tone"). Cached like load_emoji."""
+
+    def toned(font, face):
+        for base in modifier_bases(font, face):
+            name = unicodedata.name(base).lower()
+            for tone, modifier in SKIN_TONES.items():
+                yield base + modifier, name if not modifier else f"{name}: {tone} skin tone"
+
+    images, captions, characters = _rendered("skin-tones", toned, image_size, font_path, background, cache)
+    by_modifier = {modifier: tone for tone, modifier in SKIN_TONES.items() if modifier}
+    tones = [by_modifier.get(character[-1], "default") for character in characters]
+    return SkinToneEmojiSet(
+        images=images,
+        captions=list(captions),
+        labels=torch.arange(len(captions)),
+        class_names=list(captions),
+        characters=list(characters),
+        tones=tones,
+        bases=[caption.split(":")[0] for caption in captions],
     )

@@ -16,7 +16,6 @@ resuming on other data.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 
 from clipkit.data.fashion import load_fashion_mnist
 from clipkit.data.grammar import fix_articles
+from clipkit.data.negatives import hard_negatives as negatives_of
 from clipkit.data.shapes import POSITIONS, WHERE_PHRASES, ShapesConfig, ShapesWorld
 from clipkit.data.transforms import CaptionedImages, resize_images
 
@@ -53,6 +53,8 @@ class ShapesSource:
             raise ValueError(f"unknown attributes {sorted(unknown)}: choose among {ATTRIBUTE_KINDS}")
         self.world = world or ShapesWorld(ShapesConfig(image_size=image_size, **config))
         self.spec = {"image_size": self.world.config.image_size, **config}
+        if self.world.config.variation != "grid":  # a world handed over says how it draws, so a checkpoint records it
+            self.spec.setdefault("variation", self.world.config.variation)
         if tuple(attributes) != ("colour", "shape"):
             self.spec["attributes"] = list(attributes)
         # One single-attribute text per value of each kind: "something red", "a star", and (a
@@ -65,15 +67,22 @@ class ShapesSource:
         self.attribute_columns = [(kind, value) for kind in attributes for value in values[kind]]
         self.attribute_texts = [phrase[kind](value) for kind, value in self.attribute_columns]
 
+    def to(self, device) -> "ShapesSource":
+        """Draw every batch's images on `device` (the world keeps its masks there): the same scenes and
+        captions, the same pixels within the renderer's tolerance."""
+        self.world.to(device)
+        return self
+
     def batch(self, size: int, seed: int, step: int, hard_negatives: bool, attributes: bool) -> Batch:
         # `sample` with seed [seed, step] draws exactly what `ShapesWorld.batches(seed)` yields at `step`.
         sample = self.world.sample(size, seed=[seed, step])
         batch = Batch(sample.images, sample.captions, [caption.lower() for caption in sample.captions])
-        if hard_negatives:
-            batch.hard_negatives = [
-                swapped for caption, scene in zip(sample.captions, sample.scenes)
-                if (swapped := swap_colours(caption, scene)) is not None
-            ]
+        if hard_negatives:  # NegCLIP's swaps (clipkit.data.negatives), none naming a held-out pair or a batch caption
+            seen, said = set(self.world.seen_pairs), set(batch.groups)
+            batch.hard_negatives = list(dict.fromkeys(
+                negative for caption, scene in zip(sample.captions, sample.scenes)
+                for negative in negatives_of(caption, scene, allowed=seen) if negative.lower() not in said
+            ))
         if attributes:
             column = {key: index for index, key in enumerate(self.attribute_columns)}
             truth = torch.zeros(size, len(self.attribute_texts), dtype=torch.bool)
@@ -111,6 +120,11 @@ class CaptionedSource:
         ]
         self.images = torch.cat(chunks)
 
+    def to(self, device) -> "CaptionedSource":
+        """Keep the (resized) images on `device`, so a batch is a slice there and nothing crosses per step."""
+        self.images = self.images.to(device)
+        return self
+
     def batch(self, size: int, seed: int, step: int, hard_negatives: bool, attributes: bool) -> Batch:
         count = len(self.images)
         first, last = step * size, (step + 1) * size  # positions in an endless sequence of epochs
@@ -137,6 +151,16 @@ class TrainingData:
         self.sources = list(sources)
         self.weights = list(weights or [1.0] * len(sources))
         self.spec = spec or {source.name: getattr(source, "spec", {}) for source in self.sources}
+        self.device: torch.device | None = None  # where batches' images land; None: where each source draws them
+
+    def to(self, device) -> "TrainingData":
+        """Draw batches on `device`: sources that can (`to`) draw or keep their images there, the others'
+        images are moved as each batch is put together."""
+        self.device = torch.device(device)
+        for source in self.sources:
+            if callable(getattr(source, "to", None)):
+                source.to(self.device)
+        return self
 
     def batch(self, size: int, seed: int, step: int, hard_negatives: bool = False, attributes: bool = False) -> Batch:
         counts = _split_sizes(size, self.weights)
@@ -144,6 +168,9 @@ class TrainingData:
             source.batch(count, seed + 7919 * index, step, hard_negatives, attributes)
             for index, (source, count) in enumerate(zip(self.sources, counts)) if count
         ]
+        if self.device is not None:
+            for part in parts:
+                part.images = part.images.to(self.device)
         if len(parts) == 1:
             return parts[0]
         texts = sorted({text for part in parts for text in part.attribute_texts})
@@ -214,6 +241,11 @@ def build_data(spec: str | dict | TrainingData, image_size: int | None = None) -
     strings "shapes", "fashion", "shapes+fashion". `image_size` (the model's) overrides the shapes'."""
     if isinstance(spec, TrainingData):
         return spec
+    if isinstance(spec, str) and spec.startswith("webdataset:") or isinstance(spec, dict) and "webdataset" in spec:
+        from clipkit.data.shards import ShardData  # tar shards stream per process: not a TrainingData
+
+        pattern = spec[len("webdataset:"):] if isinstance(spec, str) else spec["webdataset"]
+        return ShardData(pattern, image_size or (64 if isinstance(spec, str) else spec.get("image_size", 64)))
     if isinstance(spec, str):
         names = spec.split("+")
         unknown = [name for name in names if name not in ("shapes", "fashion")]
@@ -243,16 +275,3 @@ def as_training_data(data, image_size: int) -> TrainingData:
         return TrainingData([CaptionedSource(image_size, data, None, name="captioned")], spec={"captioned": len(data)})
     return build_data(data, image_size)
 
-
-def swap_colours(caption: str, scene) -> str | None:
-    """The caption with its two objects' colours exchanged ("a red circle and a blue square" ->
-    "a blue circle and a red square"), or None when that would not make it false (one object, or
-    equal colours or shapes)."""
-    if len(scene.objects) != 2:
-        return None
-    (colour_a, shape_a), (colour_b, shape_b) = scene.pairs
-    if colour_a == colour_b or shape_a == shape_b:
-        return None
-    words = {colour_a: colour_b, colour_b: colour_a}
-    swapped = re.sub(rf"\b({colour_a}|{colour_b})\b", lambda match: words[match.group(1)], caption)
-    return fix_articles(swapped)

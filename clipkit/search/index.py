@@ -7,7 +7,8 @@ scores lie in [-1, 1] whatever scale the encoder produced.
 
 Exact search runs in torch, in chunks of the collection so that scoring a million vectors
 never materialises a [Q, N] matrix; an optional faiss backend (IndexFlatIP, exact too) returns
-the same neighbours.
+the same neighbours, and is written to and read from one faiss file (`write_faiss`, `read_faiss`)
+so a large collection need not be added again on the next start.
 """
 
 from __future__ import annotations
@@ -188,6 +189,39 @@ class EmbeddingIndex:
         atomic_write(folder / EMBEDDINGS_FILE, lambda path: save_file(tensors, str(path)))
         atomic_write(folder / METADATA_FILE, lambda path: path.write_text(json.dumps(metadata)))
         return folder
+
+    def write_faiss(self, path: str | Path) -> Path:
+        """Save a faiss-backed index's vectors as one faiss file (items are the caller's to keep):
+        loading it back with `read_faiss` skips re-adding every vector on the next start."""
+        if self.backend != "faiss":
+            raise ValueError("write_faiss needs backend='faiss'; use save() for a torch index.")
+        faiss = _import_faiss()
+        atomic_write(Path(path), lambda temporary: faiss.write_index(self._faiss_index, str(temporary)))
+        return Path(path)
+
+    @classmethod
+    def read_faiss(cls, path: str | Path, items: Sequence[Any]) -> EmbeddingIndex:
+        """A faiss-backed index from a file `write_faiss` wrote, with one item per stored vector;
+        a damaged, foreign or mismatched file is a `BadFileError`."""
+        faiss = _import_faiss()
+        path = Path(path)
+        fix = "Delete it, or write it again with index.write_faiss()."
+        if not path.is_file():
+            raise MissingFileError(path, f"faiss index {path} does not exist. {fix}")
+        try:
+            stored = faiss.read_index(str(path))
+        except Exception as error:  # faiss raises RuntimeError subclasses whose names vary by version
+            raise BadFileError(path, f"faiss index {path} is damaged ({(str(error).strip().splitlines() or [type(error).__name__])[0]}). {fix}") from None
+        items = list(items)
+        if not isinstance(stored, faiss.IndexFlatIP) or stored.ntotal != len(items):
+            raise BadFileError(
+                path, f"faiss index {path} holds {stored.ntotal} vectors of a {type(stored).__name__}, "
+                f"not an IndexFlatIP of {len(items)}. {fix}",
+            )
+        index = cls(stored.d, backend="faiss")
+        index._faiss_index, index._size = stored, len(items)
+        index.items = check_items(items, len(items))
+        return index
 
     @classmethod
     def load(

@@ -14,10 +14,11 @@ The package, read from the bottom: `config` (SteerConfig and its defaults), `vie
 `painters`, `loop` (`steer`, its step and result), and `judges` of steered shapes-world images
 (pixel oracle, zero-shot judge, contrast captions), none of them the model that steered.
 `steer(model, prompts)` works with any clipkit model (`clipkit.interface.CLIPBase`): MiniCLIP or
-an open_clip model from `clipkit.pretrained`.
+an open_clip model from `clipkit.pretrained`. A 224 px CLIP (ViT-B/32) is steered at its own size
+through random cutouts, as CLIPDraw and VQGAN+CLIP do: `SteerConfig(**REAL_SCALE, ...)`.
 """
 
-from clipkit.steer.config import GENTLE_VIEWS, LOSSES, PARAMETERISATIONS, SteerConfig
+from clipkit.steer.config import GENTLE_VIEWS, LOSSES, PARAMETERISATIONS, REAL_SCALE, SteerConfig
 from clipkit.steer.judges import (
     OracleReading,
     ShapesPrompt,
@@ -37,6 +38,7 @@ __all__ = [
     "GENTLE_VIEWS",
     "LOSSES",
     "PARAMETERISATIONS",
+    "REAL_SCALE",
     "OracleReading",
     "ShapesPrompt",
     "SteerConfig",

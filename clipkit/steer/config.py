@@ -22,6 +22,14 @@ MIN_LR_RATIO = 0.1
 # Views that stay within the shapes world's own variation (notebook 08): its noise is about 0.004,
 # so the default views (noise 0.02, 20% crops, cutouts) look to a small model like another world.
 GENTLE_VIEWS = dict(noise_std=0.008, colour_jitter=0.05, crop_scale=(0.9, 1.0), cutout_probability=0.0)
+# Settings for a CLIP at its full input size (a 224 px ViT-B/32 from open_clip or Hugging Face), as
+# CLIPDraw and VQGAN+CLIP steer one: the image is painted at the model's own size, and each step the
+# model sees random cutouts (crops of half to all of the side, each resized to its input size, then
+# turned a little, flipped, jittered and noised). Large CLIPs saw noisy, cropped photos in training,
+# so wide crops do them no harm, and a grey start suits photographic prompts. Pass with
+# SteerConfig(**{**REAL_SCALE, "image_size": model.image_size}, parameterisation="fourier").
+REAL_SCALE = dict(image_size=224, num_augmentations=8, crop_scale=(0.5, 1.0), rotation_degrees=10.0, cutout_probability=0.0,
+                  noise_std=0.05, colour_jitter=0.1, init_background=(0.5, 0.5, 0.5))
 # Words that name a side: a horizontal flip swaps them, so flips are off for prompts holding them.
 SIDE_WORDS = ("left", "right")
 

@@ -34,11 +34,14 @@ def _parser() -> argparse.ArgumentParser:
             for name, spec in PROFILES.items()
         ) + "\n\nexamples:\n  python -m clipkit.train --profile cpu --out runs/cpu\n"
         "  python -m clipkit.train --preset tiny-cpu-vit --data shapes --steps 500 --out runs/vit\n"
-        "  torchrun --nproc_per_node=2 -m clipkit.train --profile ci --out runs/ddp",
+        "  torchrun --nproc_per_node=2 -m clipkit.train --profile ci --out runs/ddp\n"
+        "  python -m clipkit.data.shards write shapes shards/ --count 10000   # then:\n"
+        "  torchrun --nproc_per_node=2 -m clipkit.train --data 'webdataset:shards/{000000..000009}.tar' --out runs/wds",
     )
     parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="starting point for every setting (default: cpu)")
     parser.add_argument("--preset", help="model preset from clipkit.config.PRESETS (default: the profile's)")
-    parser.add_argument("--data", help="'shapes', 'fashion', 'shapes+fashion' or a JSON spec (default: the profile's)")
+    parser.add_argument("--data", help="'shapes', 'fashion', 'shapes+fashion', a JSON spec, or WebDataset shards "
+                        "'webdataset:DIR/{000000..000009}.tar' (default: the profile's)")
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the profile's)")
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the profile's)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the profile's)")
@@ -50,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast on CUDA, fp32 elsewhere (default: auto)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the towers")
     parser.add_argument("--device", help="cpu, cuda, mps (default: clipkit.get_device())")
+    parser.add_argument("--data-workers", type=int, help="processes drawing (or reading shards) ahead of the step (default: the profile's)")
+    parser.add_argument("--cpu-threads", type=int, help="torch threads on a CPU; 0 chooses by timing steps (default: 0)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="on bad input, show the full traceback")
@@ -88,7 +93,7 @@ def _main(args: argparse.Namespace) -> int:
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "checkpoint_every": args.checkpoint_every, "eval_every": args.eval_every,
                  "precision": args.precision, "hard_negatives": args.hard_negatives or None,
-                 "compile": args.compile or None}
+                 "compile": args.compile or None, "data_workers": args.data_workers, "cpu_threads": args.cpu_threads}
     config = TrainConfig(**{**profile["train"], **{k: v for k, v in overrides.items() if v is not None}})
     model, data = build_model(profile, seed=args.seed)
     out_dir = args.out or default_out_dir(args.seed, args.profile)

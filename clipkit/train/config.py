@@ -20,7 +20,8 @@ class TrainConfig:
     warmup_steps: int = 50  # linear warmup from lr / 1000 before the cosine
     grad_clip: float = 1.0  # largest global gradient norm; 0 disables clipping
     loss: str = "multi_positive"  # "clip": only caption i is right for image i; "multi_positive": every caption of the same group is
-    hard_negatives: bool = False  # shapes: add each two-object caption with its colours swapped as a negative-only column
+    hard_negatives: bool = False  # shapes: add NegCLIP's hard negatives (clipkit.data.negatives: attributes or relation swapped between the two objects) as negative-only columns
+    hard_negative_weight: float = 1.0  # each hard negative counts as this many caption columns in the image->text softmax (its logit + ln w); 1 is NegCLIP's
     attribute_weight: float = 0.0  # shapes: weight of a loss on single-attribute texts ("something red", "a star"); 0 disables
     augment: bool = True  # small shifts, brightness and noise (no flips: captions say left and right)
     eval_every: int = 0  # steps between evaluations; 0 evaluates only at the end
@@ -31,6 +32,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 elsewhere; "fp32"; "bf16"
     compile: bool = False  # torch.compile the towers (pays a compile once, faster steps on GPU)
     data_workers: int = 0  # processes drawing batches ahead of the step (0: in the loop; a GPU wants several)
+    cpu_threads: int = 0  # torch threads on a CPU; 0: re-chosen as the run goes by timing steps (see ThreadGovernor)
     time_limit_seconds: float | None = None  # stop early (and save) once training has taken this long
 
     def __post_init__(self):
@@ -42,6 +44,10 @@ class TrainConfig:
             problems.append(f"loss {self.loss!r} is not one of {LOSSES}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.hard_negative_weight <= 0:
+            problems.append(f"hard_negative_weight ({self.hard_negative_weight}) must be > 0")
+        if self.cpu_threads < 0:
+            problems.append(f"cpu_threads ({self.cpu_threads}) must be >= 0 (0 chooses by timing steps)")
         if min(self.eval_every, self.checkpoint_every, self.warmup_steps) < 0 or self.log_every < 1:
             problems.append("eval_every, checkpoint_every and warmup_steps must be >= 0, log_every >= 1")
         if problems:
@@ -50,5 +56,6 @@ class TrainConfig:
 
 # Fields that do not change the trained weights: a checkpoint resumes whatever their values.
 RESUME_FREE_FIELDS = (
-    "eval_every", "eval_size", "checkpoint_every", "log_every", "compile", "time_limit_seconds", "data_workers"
+    "eval_every", "eval_size", "checkpoint_every", "log_every", "compile", "time_limit_seconds", "data_workers",
+    "cpu_threads",
 )

@@ -83,3 +83,15 @@ def rank_zero_says(flag: bool) -> bool:
     value = torch.tensor([float(flag)], device=device)
     dist.broadcast(value, src=0)
     return bool(value.item())
+
+
+def gather_objects(value) -> list:
+    """Every process's `value` (any picklable Python object), in rank order; [value] alone."""
+    _, size = world()
+    if size == 1:
+        return [value]
+    import torch.distributed as dist
+
+    values = [None] * size
+    dist.all_gather_object(values, value)
+    return values

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from clipkit.data.stream import as_training_data, step_batches
+from clipkit.data.shards import ShardData
+from clipkit.data.stream import Batch, as_training_data, step_batches
 from clipkit.evaluate import evaluate_training_data
 from clipkit.train.config import RESUME_FREE_FIELDS, TrainConfig
-from clipkit.train.ddp import rank_zero_says, world
+from clipkit.train.ddp import gather_objects, rank_zero_says, world
 from clipkit.train.state import (
     check_resumable,
     model_config,
@@ -86,7 +87,9 @@ def train(
     if config.batch_size % size:
         raise ValueError(f"batch_size {config.batch_size} must divide evenly over {size} processes")
     device = model.device
-    data = as_training_data(data, model.image_size)
+    data = data if isinstance(data, ShardData) else as_training_data(data, model.image_size)
+    if config.data_workers == 0 and not isinstance(data, ShardData):
+        data.to(device)  # drawn on the training device; worker processes draw on the CPU (no CUDA in forked workers)
     optimizer, scheduler = build_optimizer(model, config)
     out_dir = Path(out_dir) if out_dir is not None else None
     run = _resume(out_dir, model, optimizer, scheduler, config, data.spec) if out_dir is not None and resume else None
@@ -97,15 +100,20 @@ def train(
     stop = min(config.steps, until_step if until_step is not None else config.steps)
     bar = _progress_bar(config.steps, run.step) if progress and rank == 0 else None
     throughput = _Throughput()
-    batches = step_batches(data, config.batch_size, config.seed, run.step, stop, config.hard_negatives,
-                           config.attribute_weight > 0, config.data_workers)
+    governor = ThreadGovernor(config.cpu_threads) if device.type == "cpu" else None
     share = config.batch_size // size
+    local = isinstance(data, ShardData)  # each process reads its own shards: its batch is its share
+    batches = _shard_batches(data, share, config, run.step) if local else step_batches(
+        data, config.batch_size, config.seed, run.step, stop, config.hard_negatives, config.attribute_weight > 0,
+        config.data_workers)
     try:
         while run.step < stop:
+            if governor is not None:
+                governor.threads()
             started = time.perf_counter()
             batch = next(batches)
             seed = step_seed(config.seed, run.step, rank) if config.augment else None
-            images = batch_to_input(model, batch.images[rank * share : (rank + 1) * share], seed)
+            images = batch_to_input(model, batch.images if local else batch.images[rank * share : (rank + 1) * share], seed)
             with autocast(device, config.precision):
                 out = compute_loss(model, batch, config, images, towers, text_cache)
             # Reading the loss waits for the GPU; on CUDA it is read only when logging, evaluating or saving
@@ -115,6 +123,8 @@ def train(
             update(model, optimizer, scheduler, out["loss"], config.grad_clip)
             run.step += 1
             run.train_seconds += time.perf_counter() - started
+            if governor is not None:
+                governor.timed(time.perf_counter() - started)
             throughput.count(config.batch_size)
 
             done = run.step == config.steps or _out_of_time(run.train_seconds, config.time_limit_seconds)
@@ -129,7 +139,8 @@ def train(
             if evaluating:
                 _evaluate_into(run, model, data, config.eval_size)
             if saving and out_dir is not None and rank == 0:
-                _save(out_dir, model, optimizer, run, config, data.spec, metadata, finished=done)
+                position = _shard_position(data, run.step, share, config) if local else None
+                _save(out_dir, model, optimizer, run, config, data.spec, metadata, finished=done, position=position)
             if on_step is not None:
                 on_step(run.step, run.train_seconds)
             if done:
@@ -137,11 +148,32 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+        if governor is not None:
+            governor.restore()
     return run.history
 
 
 # ---------------------------------------------------------------------------------------------
 # The parts of the loop
+
+
+def _shard_position(data: ShardData, step: int, share: int, config: TrainConfig) -> dict:
+    """Where each process stands in its shards, for people and for checks: a resumed run finds its
+    place from the step alone (see `clipkit.data.shards`), given the same number of data workers."""
+    _, size = world()
+    return {"local_batches_read": step, "samples_read_per_process": step * share,
+            "epoch": step * config.batch_size // max(len(data), 1), "processes": size,
+            "data_workers": config.data_workers, "samples_skipped_rank0": len(data.skipped)}
+
+
+def _shard_batches(data: ShardData, share: int, config: TrainConfig, start: int):
+    """Global batches from shards: this process's images, every process's captions (in rank order,
+    which is how `compute_loss` finds its own); captions equal up to case describe each other's images."""
+    rank, size = world()
+    for images, captions in data.local_batches(share, config.seed, start, rank, size, config.data_workers):
+        everyone = [caption for part in gather_objects(captions) for caption in part]
+        yield Batch(images, everyone, [caption.lower() for caption in everyone])
+
 
 
 def _resume(out_dir: Path, model, optimizer, scheduler, config: TrainConfig, data_spec) -> RunState | None:
@@ -157,12 +189,15 @@ def _resume(out_dir: Path, model, optimizer, scheduler, config: TrainConfig, dat
     return RunState(state["step"], state["train_seconds"], state["history"])
 
 
-def _save(out_dir: Path, model, optimizer, run: RunState, config: TrainConfig, data_spec, metadata, finished: bool) -> None:
+def _save(out_dir: Path, model, optimizer, run: RunState, config: TrainConfig, data_spec, metadata, finished: bool,
+          position: dict | None = None) -> None:
     """A checkpoint of the run so far, with a model card of its latest metrics in config.json."""
     record = {
         "step": run.step, "finished": finished, "train_seconds": run.train_seconds, "history": run.history,
         "rng": rng_state(), "train_config": asdict(config), "data": data_spec, "model_config": model_config(model),
     }
+    if position is not None:
+        record["data_position"] = position
     metrics = {key[5:]: values[-1] for key, values in run.history.items() if key.startswith("eval/") and values}
     card = {**(metadata or {}), "data": data_spec, "steps": run.step, "finished": finished, "seed": config.seed,
             "train_seconds": round(run.train_seconds, 1), "metrics": metrics}
@@ -224,3 +259,55 @@ def _progress_bar(total: int, initial: int):
 def _out_of_time(train_seconds: float, limit: float | None) -> bool:
     """Whether the time budget is spent; under DDP every process follows rank 0's clock, so all stop together."""
     return limit is not None and rank_zero_says(train_seconds >= limit)
+
+
+class ThreadGovernor:
+    """Chooses torch's CPU thread count by timing steps, and chooses again as the load changes.
+
+    Why: each op of a step is an OpenMP parallel region ending in a barrier. When another process
+    holds one of the cores, every barrier waits for a descheduled thread (a scheduler slice, not
+    microseconds), and a step of ~400 ops on 2 cores ran several times slower with 2 threads than
+    with 1 (benchmarks/train_throughput.py --load). Which count is best depends on a load nobody
+    knows in advance, so the governor times `probe` steps at each candidate count, keeps the
+    fastest for `hold` steps, then looks again (holding twice as long when nothing changed).
+    On a quiet machine that is all cores, as torch would pick.
+    """
+
+    def __init__(self, threads: int = 0, probe: int = 2, hold: int = 40):
+        self.most = torch.get_num_threads()  # the caller's setting is the ceiling and is put back by restore()
+        self.candidates = [threads] if threads else sorted({self.most, max(1, self.most // 2), 1}, reverse=True)
+        self.probe, self.base_hold, self.hold = probe, hold, hold
+        self.chosen = self.candidates[0]
+        self._start_round()
+
+    def _start_round(self) -> None:
+        self.queue = list(self.candidates) if len(self.candidates) > 1 else []  # counts still to time
+        self.timings: dict[int, float] = {}  # count -> seconds of its timed probe steps
+        self.steps = 0  # steps at the current setting: this candidate's probe, or since the choice
+
+    def threads(self) -> int:
+        """Sets the count for the next step in torch and returns it."""
+        wanted = self.queue[0] if self.queue else self.chosen
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+        return wanted
+
+    def timed(self, seconds: float) -> None:
+        """The step just taken at `threads()` took `seconds`."""
+        self.steps += 1
+        if not self.queue:
+            if len(self.candidates) > 1 and self.steps >= self.hold:
+                self._start_round()
+            return
+        if self.steps > 1:  # the first step after a switch wakes the thread pool: not timed
+            self.timings[self.queue[0]] = self.timings.get(self.queue[0], 0.0) + seconds
+        if self.steps == self.probe + 1:
+            self.queue.pop(0)
+            self.steps = 0
+            if not self.queue:
+                best = min(self.timings, key=self.timings.get)
+                self.hold = min(8 * self.base_hold, 2 * self.hold) if best == self.chosen else self.base_hold
+                self.chosen = best
+
+    def restore(self) -> None:
+        torch.set_num_threads(self.most)

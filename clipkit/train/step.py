@@ -10,6 +10,7 @@ distinct text is embedded once per run) and runs only the trainable head on them
 from __future__ import annotations
 
 import contextlib
+import math
 from functools import partial
 
 import numpy as np
@@ -85,7 +86,8 @@ def compute_loss(
     (`images`, already model input) and captions, gathers every process's features with gradients,
     and scores the whole batch. Returns {"loss", "accuracy", "logit_scale"}.
 
-    Columns: the B captions, then K hard negatives (true of no image). With `attribute_weight`, a
+    Columns: the B captions, then K hard negatives (true of no image; `hard_negative_weight` w weighs
+    each as w columns, NegCLIP's being w = 1). With `attribute_weight`, a
     second loss matches images to single-attribute texts ("something red") that are true of them."""
     rank, size = world()
     towers = towers if towers is not None else Towers(model)
@@ -106,6 +108,11 @@ def compute_loss(
 
     scale = model.logit_scale_exp()
     logits = scale * image_features @ torch.cat([captions, negatives]).T  # [B, B + K]
+    weight = config.hard_negative_weight
+    if len(negatives) and weight != 1.0:
+        # NegCLIP's negatives compete in each image's softmax; weight w counts each as w copies of
+        # itself (its logit + ln w), so a caption read as a bag of words costs ln(1 + w), not ln 2.
+        logits = torch.cat([logits[:, : len(captions)], logits[:, len(captions) :] + math.log(weight)], dim=1)
     n = len(batch.captions)
     if config.loss == "clip":
         positives = torch.eye(n, dtype=torch.bool, device=device)

@@ -12,6 +12,22 @@ from clipkit.data.shapes.masks import SHAPE_TESTS
 from clipkit.data.shapes.words import CAPTION_TEMPLATES, COLOURS, HELDOUT_PAIRS, SHAPES, SIZES
 from clipkit.data.transforms import CaptionedImages
 
+VARIATIONS = ("grid", "random")
+# Allowed range of each randomisation field: beyond these, words stop being true of the pictures.
+_RANDOM_RANGES = {
+    "max_rotation": (0.0, 45.0),
+    "size_spread": (0.0, 0.2),
+    "shade": (0.0, 0.95),
+    "p_outline": (0.0, 1.0),
+    "p_any_background": (0.0, 1.0),
+    "p_gradient": (0.0, 1.0),
+    "p_pattern": (0.0, 1.0),
+    "texture": (0.0, 64.0),
+    "max_blur": (0.0, 2.0),
+    "max_noise": (0.0, 32.0),
+}
+
+
 def _default_templates() -> dict[str, dict[str, list[str]]]:
     return copy.deepcopy(CAPTION_TEMPLATES)
 
@@ -33,6 +49,20 @@ class ShapesConfig:
     sizes: dict[str, float] = field(default_factory=lambda: dict(SIZES))  # size word -> diameter / image side
     heldout_pairs: tuple[tuple[str, str], ...] = HELDOUT_PAIRS  # colour-shape pairs never shown in training
     pair_weights: dict[tuple[str, str], float] | None = None  # relative frequency of (colour, shape) pairs, unnamed ones 1; None: uniform (a skewed world for bias studies)
+    # Domain randomisation: "grid" is the fixed world above (sizes, places and colours on a grid);
+    # "random" draws every picture another way, so a model must learn shapes, not one renderer's
+    # pixels. The fields below act only in the "random" world.
+    variation: str = "grid"  # "grid" or "random"
+    max_rotation: float = 30.0  # most an object turns either way, in degrees (0-45: a square turned 45 degrees is a diamond)
+    size_spread: float = 0.18  # each diameter is its size word's times 1 +- up to this (0-0.2, so small and large never meet)
+    shade: float = 0.85  # how far a colour moves towards its nearest other palette colour, as a fraction of half the way (0-0.95: it stays nearest its own)
+    p_outline: float = 0.2  # chance an object is drawn in outline only (its caption says so)
+    p_any_background: float = 0.5  # chance a background is any colour far from the objects' (else a dark tint)
+    p_gradient: float = 0.5  # chance a background fades into a second colour
+    texture: float = 16.0  # most a background's texture or pattern moves each channel (0-64, 0-255 scale)
+    p_pattern: float = 0.3  # chance a background also carries stripes or checks
+    max_blur: float = 1.5  # most Gaussian blur, in pixels of standard deviation (0-2)
+    max_noise: float = 6.0  # most per-pixel noise, standard deviation on the 0-255 scale (0-32)
 
     def __post_init__(self):
         if self.image_size < 16:
@@ -55,6 +85,15 @@ class ShapesConfig:
                 raise ValueError(f"every pair with shape {shape!r} is held out, so training never shows it")
         self._check_templates()
         self._check_pair_weights()
+        self._check_variation()
+
+    def _check_variation(self):
+        if self.variation not in VARIATIONS:
+            raise ValueError(f"variation must be one of {VARIATIONS}, got {self.variation!r}")
+        for name, (low, high) in _RANDOM_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ValueError(f"{name} must lie in [{low}, {high}], got {value!r}")
 
     def _check_pair_weights(self):
         if self.pair_weights is None:
@@ -92,6 +131,9 @@ class ShapeObject:
     position: str  # "left", "right", "top", "bottom" or "centre"
     x: float  # centre column in pixels
     y: float  # centre row in pixels
+    diameter: float = 0.0  # in pixels
+    angle: float = 0.0  # turn in degrees (the random world)
+    outline: bool = False  # drawn in outline only (the random world; the caption says so)
 
 
 @dataclass(frozen=True)

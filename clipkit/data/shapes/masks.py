@@ -68,3 +68,22 @@ def shape_mask(shape: str, diameter: float, supersample: int = 4) -> np.ndarray:
     inside = SHAPE_TESTS[shape](u, v).astype(np.float32)
     # [B*s, B*s] -> [B, s, B, s]: average each pixel's s x s sub-pixels
     return inside.reshape(box, supersample, box, supersample).mean(axis=(1, 3))
+
+
+UNIT_EXTENT = 1.25  # unit masks cover u, v in [-UNIT_EXTENT, UNIT_EXTENT]: every shape with room to spare
+
+
+def unit_masks(shapes: Sequence[str], resolution: int = 96, supersample: int = 4) -> np.ndarray:
+    """Anti-aliased coverage of each shape on the square [-UNIT_EXTENT, UNIT_EXTENT]^2: float32 [K, R, R].
+
+    The randomised world samples these (rotated, scaled, moved) instead of re-running the inside-tests.
+    """
+    unknown = [shape for shape in shapes if shape not in SHAPE_TESTS]
+    if unknown:
+        raise ValueError(f"unknown shapes {unknown}; known shapes: {sorted(SHAPE_TESTS)}")
+    fine = resolution * supersample
+    coords = ((np.arange(fine) + 0.5) / fine * 2 - 1) * UNIT_EXTENT
+    u, v = np.meshgrid(coords, coords)
+    inside = np.stack([SHAPE_TESTS[shape](u, v) for shape in shapes]).astype(np.float32)
+    # [K, R*s, R*s] -> [K, R, s, R, s]: average each pixel's s x s sub-pixels
+    return inside.reshape(len(shapes), resolution, supersample, resolution, supersample).mean(axis=(2, 4))

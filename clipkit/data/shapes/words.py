@@ -97,6 +97,13 @@ CAPTION_TEMPLATES: dict[str, dict[str, list[str]]] = {
         "two": ["{a}, {relation} {b}", "{a}, and {b}"],
     },
 }
+# How the random world names an object drawn in outline only, whatever the caption style: the colour
+# and shape words stay side by side, so the prompt "a red star" still fits "an outline of a red star".
+OUTLINE_TEMPLATES: list[str] = [
+    "an outline of a {colour} {shape}",
+    "a {colour} {shape} drawn in outline",
+    "the outline of a {size} {colour} {shape}",
+]
 BINDING_TEMPLATE = "a {colour_a} {shape_a} and a {colour_b} {shape_b}"
 
 

@@ -22,12 +22,15 @@ import torch
 
 from clipkit.data.grammar import with_articles
 from clipkit.data.shapes.config import BindingProbe, Scene, ShapeObject, ShapesConfig, ShapesSample
-from clipkit.data.shapes.masks import mask_box_size, shape_mask
+from clipkit.data.shapes.masks import mask_box_size
+from clipkit.data.shapes.render import ShapesRenderer
+from clipkit.data.shapes.variation import Randomisation, draw_randomisation
 from clipkit.data.shapes.words import (
     BINDING_TEMPLATE,
     INVERSE_RELATIONS,
     POSITIONS,
     RELATIONS,
+    OUTLINE_TEMPLATES,
     WHERE_PHRASES,
     class_prompt,
 )
@@ -43,16 +46,16 @@ class _Layout:
     relations: np.ndarray  # int [N], index into RELATIONS, -1 for one object
     colour_offsets: np.ndarray  # int [N, 2, 3], per-object colour jitter
     background: np.ndarray  # float [N, 3]
+    random: Randomisation | None = None  # how the random world draws it; None in the grid world
 
 
 _SPLITS = ("train", "heldout", "all")
-_RENDER_CHUNK = 2048  # images drawn at once: bounds the float32 canvas at 64 px to ~100 MB
 
 
 class ShapesWorld:
     """Samples captioned shape images from a `ShapesConfig`. Same seed, same sample, in any call order."""
 
-    def __init__(self, config: ShapesConfig | None = None):
+    def __init__(self, config: ShapesConfig | None = None, device: str | torch.device = "cpu", backend: str = "torch"):
         self.config = config or ShapesConfig()
         cfg = self.config
         self.colours: dict[str, tuple[int, int, int]] = dict(cfg.colours)
@@ -69,11 +72,18 @@ class ShapesWorld:
         self._relation_names = tuple(RELATIONS)
         diameters = [cfg.sizes[name] * cfg.image_size for name in self.size_names]
         self._box_sizes = np.array([mask_box_size(d) for d in diameters])
-        self._masks = {
-            (shape_id, size_id): shape_mask(shape, diameter, cfg.supersample)
-            for shape_id, shape in enumerate(self.shapes)
-            for size_id, diameter in enumerate(diameters)
-        }
+        self._diameters = np.array(diameters)
+        # `backend="numpy"` draws the grid world with the original numpy pasting (the reference).
+        self.renderer = ShapesRenderer(cfg, self.shapes, self._palette, diameters, device, backend)
+
+    @property
+    def device(self) -> torch.device:
+        return self.renderer.device
+
+    def to(self, device: str | torch.device) -> "ShapesWorld":
+        """Draw images on `device` from now on (masks are kept there); scenes and captions stay the same."""
+        self.renderer.to(device)
+        return self
 
     def pair_ids(self, split: str) -> np.ndarray:
         """Indices into `pairs` that `split` ("train", "heldout" or "all") draws objects from."""
@@ -211,7 +221,7 @@ class ShapesWorld:
         centres_xy = (base_xy + jitter) * cfg.image_size
         box = self._box_sizes[sizes][..., None]  # [N, 2] -> [N, 2, 1]
         corners = np.clip(np.rint(centres_xy[..., ::-1] - box / 2), 0, cfg.image_size - box).astype(np.int64)
-        return _Layout(
+        layout = _Layout(
             pairs=pairs,
             sizes=sizes,
             positions=positions,
@@ -220,6 +230,10 @@ class ShapesWorld:
             colour_offsets=colour_offsets,
             background=np.clip(np.asarray(cfg.background, dtype=np.float32) + brightness, 0, 255),
         )
+        if cfg.variation == "random":
+            fractions = np.array([cfg.sizes[name] for name in self.size_names])[sizes]
+            layout.random = draw_randomisation(cfg, fractions, positions, self._position_names, two, rng)
+        return layout
 
     def _weighted_pairs(self, allowed: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Positions in `allowed` of each image's first and second pair, drawn by `pair_weights`; the
@@ -251,60 +265,34 @@ class ShapesWorld:
     # -- drawing -------------------------------------------------------------------------------
 
     def _render(self, layout: _Layout, rng: np.random.Generator) -> torch.Tensor:
-        cfg = self.config
-        n, side = len(layout.pairs), cfg.image_size
-        images = torch.empty((n, 3, side, side), dtype=torch.uint8)
-        n_shapes = len(self.shapes)
-        noise_generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
-        for start in range(0, n, _RENDER_CHUNK):
-            part = slice(start, min(n, start + _RENDER_CHUNK))
-            background = torch.from_numpy(layout.background[part]).float()
-            canvas = background[:, :, None, None].repeat(1, 1, side, side)  # [n, 3] -> [n, 3, S, S]
-            for slot in (0, 1):
-                pairs = layout.pairs[part, slot]
-                alpha = self._paste_masks(
-                    pairs % n_shapes, layout.sizes[part, slot], layout.corners[part, slot], present=pairs >= 0
-                )
-                colour = np.clip(self._palette[pairs // n_shapes] + layout.colour_offsets[part, slot], 0, 255)
-                colour = torch.from_numpy(colour.astype(np.float32))[:, :, None, None]  # [n, 3] -> [n, 3, 1, 1]
-                alpha = torch.from_numpy(alpha)[:, None]  # [n, S, S] -> [n, 1, S, S]
-                canvas.lerp_(colour.expand_as(canvas), alpha.expand_as(canvas))  # in place: no temporaries
-            if cfg.noise_std > 0:
-                canvas.add_(torch.randn(canvas.shape, generator=noise_generator), alpha=cfg.noise_std)
-            images[part] = canvas.round_().clamp_(0, 255).to(torch.uint8)
-        return images
-
-    def _paste_masks(self, shape_ids, size_ids, corners, present) -> np.ndarray:
-        """Coverage [n, S, S] of one object per image, by pasting each (shape, size) mask group at once."""
-        side = self.config.image_size
-        alpha = np.zeros((len(shape_ids), side, side), dtype=np.float32)
-        for (shape_id, size_id), mask in self._masks.items():
-            index = np.flatnonzero(present & (shape_ids == shape_id) & (size_ids == size_id))
-            if len(index) == 0:
-                continue
-            offsets = np.arange(mask.shape[0])
-            rows = corners[index, 0, None] + offsets  # [k, B]
-            cols = corners[index, 1, None] + offsets  # [k, B]
-            alpha[index[:, None, None], rows[:, :, None], cols[:, None, :]] = mask
-        return alpha
+        return self.renderer.render(layout, int(rng.integers(2**63)))
 
     # -- words ---------------------------------------------------------------------------------
 
     def _scenes(self, layout: _Layout) -> list[Scene]:
-        half_boxes = self._box_sizes / 2
+        n, rnd = len(layout.pairs), layout.random
+        if rnd is None:
+            centres = layout.corners[..., ::-1] + self._box_sizes[layout.sizes][..., None] / 2  # (row, col) -> (x, y)
+            angles, outline = np.zeros((n, 2)), np.zeros((n, 2), dtype=bool)
+            diameters = self._diameters[layout.sizes]
+        else:
+            centres, angles, outline, diameters = rnd.centres, rnd.angles, rnd.outline, rnd.diameters
         scenes = []
-        columns = (layout.pairs, layout.sizes, layout.positions, layout.corners, layout.relations)
-        for pairs, sizes, positions, corners, relation in zip(*(column.tolist() for column in columns)):
+        columns = (layout.pairs, layout.sizes, layout.positions, centres, diameters, angles, outline, layout.relations)
+        for pairs, sizes, positions, xys, widths, turns, outlines, relation in zip(*(column.tolist() for column in columns)):
             objects = tuple(
                 ShapeObject(
                     colour=self.pairs[pair][0],
                     shape=self.pairs[pair][1],
                     size=self.size_names[size],
                     position=self._position_names[position],
-                    x=float(corner[1] + half_boxes[size]),
-                    y=float(corner[0] + half_boxes[size]),
+                    x=float(xy[0]),
+                    y=float(xy[1]),
+                    diameter=float(width),
+                    angle=float(turn),
+                    outline=bool(drawn),
                 )
-                for pair, size, position, corner in zip(pairs, sizes, positions, corners)
+                for pair, size, position, xy, width, turn, drawn in zip(pairs, sizes, positions, xys, widths, turns, outlines)
                 if pair >= 0
             )
             scenes.append(Scene(objects, self._relation_names[relation] if relation >= 0 else None))
@@ -316,18 +304,19 @@ class ShapesWorld:
         style_u, caption_u, where_u = rng.random(n), rng.random(n), rng.random(n)
         object_u = rng.random((n, 2))
         flip = rng.random(n) < 0.5
+        outline = layout.random.outline if layout.random is not None else np.zeros((n, 2), dtype=bool)
         captions = []
         rows = zip(layout.pairs.tolist(), layout.sizes.tolist(), layout.relations.tolist())
         for i, (pairs, sizes, relation) in enumerate(rows):
             templates = self.config.templates[styles[int(style_u[i] * len(styles))]]
             phrases = []
             for slot in range(2 if relation >= 0 else 1):
-                options = templates["object"]
+                options = OUTLINE_TEMPLATES if outline[i, slot] else templates["object"]
                 colour, shape = self.pairs[pairs[slot]]
                 template = options[int(object_u[i, slot] * len(options))]
                 phrases.append(template.format(colour=colour, shape=shape, size=self.size_names[sizes[slot]]))
             if relation < 0:
-                options = templates["one"]
+                options = self._true_templates(templates["one"])
                 where_options = WHERE_PHRASES[self._position_names[layout.positions[i, 0]]]
                 caption = options[int(caption_u[i] * len(options))].format(
                     object=phrases[0], where=where_options[int(where_u[i] * len(where_options))]
@@ -337,11 +326,17 @@ class ShapesWorld:
                 if flip[i]:  # "a blue square right of a red circle" says the same as the reverse
                     phrases.reverse()
                     relation_words = INVERSE_RELATIONS[relation_words]
-                options = templates["two"]
+                options = self._true_templates(templates["two"])
                 template = options[int(caption_u[i] * len(options))]
                 caption = template.format(a=phrases[0], b=phrases[1], relation=relation_words)
             captions.append(with_articles(caption))
         return captions
+
+    def _true_templates(self, options: list[str]) -> list[str]:
+        """The templates true of this world's pictures: the random world's backgrounds are not always dark."""
+        if self.config.variation == "grid":
+            return options
+        return [template for template in options if "dark background" not in template] or options
 
     def _binding_caption(self, pairs: np.ndarray) -> str:
         (colour_a, shape_a), (colour_b, shape_b) = (self.pairs[p] for p in pairs)

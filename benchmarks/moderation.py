@@ -1,0 +1,141 @@
+"""Content moderation on emoji with LiT: calibrated precision and recall per rule, the skin-tone gap, throughput.
+
+    python benchmarks/moderation.py            # LiT trained 300 steps on emoji (as notebook 07), ~minutes
+    python benchmarks/moderation.py --quick    # 5 steps, one background per split: seconds, figures meaningless
+
+A LiT model (frozen MiniLM text tower, a small CNN image tower trained on every emoji's name) scores
+the emoji policy of `clipkit.moderation.worlds` (weapons, alcohol and tobacco, people). Thresholds are
+calibrated for precision >= 0.9 on validation renders, then measured on held-out renders (other
+background colours). The audit compares false-positive rates between the six skin tones, before and
+after notebook 11's mitigation (counter-descriptions, and calibration data holding every skin tone
+rather than only the default yellow), at the precision-calibrated thresholds and, because a rule
+that never fires has no gap, also at thresholds calibrated for recall 0.5. Throughput: images scored per second (image tower + every
+rule), the policy's texts embedded once beforehand. Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+
+from clipkit import seed_everything
+from clipkit.data import CaptionedImages, load_emoji
+from clipkit.data.emoji import SKIN_TONES
+from clipkit.moderation import PolicyScorer, audit, calibrate, confusion, largest_gap
+from clipkit.moderation.worlds import (
+    EMOJI_COUNTERS, EMOJI_POLICY, TEST_BACKGROUNDS, VALIDATION_BACKGROUNDS, emoji_moderation_set, with_counters,
+)
+
+TARGET_PRECISION = 0.9
+# Where precision 0.9 is out of reach a rule never fires and has no error rates to compare; the audit is
+# repeated at thresholds calibrated for this recall, where every rule fires.
+AUDIT_RECALL = 0.5
+
+
+def train_lit(steps: int, batch_size: int, seed: int):
+    """LiT on every emoji's name, as notebook 07 trains it (there with Fashion-MNIST beside)."""
+    from clipkit.lit import LiTModel
+    from clipkit.train import TrainConfig, train
+
+    seed_everything(seed)
+    emoji = load_emoji(32)
+    pairs = CaptionedImages(emoji.images, emoji.captions, labels=torch.arange(len(emoji)))
+    model = LiTModel()
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=2e-3, weight_decay=0.05, warmup_steps=max(1, steps // 10),
+                         augment=False, log_every=max(1, steps // 10), seed=seed)
+    history = train(model, pairs, config, progress=False)
+    return model.eval(), history["loss"][-1]
+
+
+def evaluate(model, policy, calibration, test, tones_only: bool):
+    """Calibrate on `calibration` (only default-tone and tone-less emoji when `tones_only`, else every
+    tone), then per-rule test precision/recall and the audit across skin tones, at precision 0.9 and at recall 0.5."""
+    scorer = PolicyScorer(model, policy)
+    chosen = calibration.without_tones() if tones_only else calibration
+    chosen_scores, chosen_labels = scorer.score_embeddings(chosen.embeddings), chosen.label_matrix(policy)
+    calibrated, points = calibrate(policy, chosen_scores, chosen_labels, precision=TARGET_PRECISION)
+    by_recall, _ = calibrate(policy, chosen_scores, chosen_labels, precision=None, recall=AUDIT_RECALL)
+    test_scores, test_labels = scorer.score_embeddings(test.embeddings), test.label_matrix(policy)
+    toned = torch.tensor([g in SKIN_TONES for g in test.groups])
+    groups = [g for g in test.groups if g in SKIN_TONES]
+    per_group = audit(calibrated, test_scores[toned], test_labels[toned], groups)
+    per_group_recall = audit(by_recall, test_scores[toned], test_labels[toned], groups)
+    rows = {}
+    for r, (rule, point) in enumerate(zip(calibrated.rules, points)):
+        at = confusion(test_scores[:, r], test_labels[:, r], rule.threshold)
+        gap = largest_gap(per_group[rule.name], "fpr")
+        gap_recall = largest_gap(per_group_recall[rule.name], "fpr")
+        rows[rule.name] = {"threshold": rule.threshold, "validation_precision": point.confusion["precision"],
+                           "precision": at["precision"], "recall": at["recall"], "fpr_gap": gap["gap"],
+                           "fpr_gap_recall": gap_recall["gap"], "worst": gap_recall["highest"], "best": gap_recall["lowest"]}
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run of seconds: few steps, one background per split")
+    parser.add_argument("--steps", type=int, default=None, help="LiT training steps (default 300; 5 with --quick)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    steps = args.steps or (5 if args.quick else 300)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    started = time.perf_counter()
+    model, final_loss = train_lit(steps, args.batch_size, args.seed)
+    train_seconds = time.perf_counter() - started
+    validation = emoji_moderation_set(32, VALIDATION_BACKGROUNDS[:1] if args.quick else VALIDATION_BACKGROUNDS)
+    test = emoji_moderation_set(32, TEST_BACKGROUNDS[:1] if args.quick else TEST_BACKGROUNDS)
+    validation, test = validation.embedded(model), test.embedded(model)  # both policies reuse the embeddings
+
+    before = evaluate(model, EMOJI_POLICY, validation, test, tones_only=True)
+    after = evaluate(model, with_counters(EMOJI_POLICY, EMOJI_COUNTERS), validation, test, tones_only=False)
+
+    scorer = PolicyScorer(model, EMOJI_POLICY)
+    images = test.images[: 512 if args.quick else 4096]
+    scorer.score_images(images[:64])  # warm-up
+    tic = time.perf_counter()
+    scorer.score_images(images)
+    images_per_second = len(images) / (time.perf_counter() - tic)
+
+    print(f"LiT on emoji: {steps} steps in {train_seconds:.0f} s (final loss {final_loss:.2f}); "
+          f"validation {len(validation)} images, test {len(test)} (other backgrounds)")
+    print(f"thresholds calibrated for precision >= {TARGET_PRECISION} on validation (1.000: out of reach, the rule never fires); test figures below")
+    print(f"(FPR gap: largest difference between skin tones; 'at R{AUDIT_RECALL}': thresholds calibrated for recall {AUDIT_RECALL})")
+    print(f"{'rule':<22}{'setting':<8}{'thresh':>8}{'val P':>8}{'test P':>8}{'test R':>8}{'FPR gap':>9}"
+          f"{'at R' + str(AUDIT_RECALL):>9}  worst / best tone there")
+    for name in before:
+        for label, rows in (("before", before), ("after", after)):
+            row = rows[name]
+            print(f"{name:<22}{label:<8}{row['threshold']:>8.3f}{row['validation_precision']:>8.2f}{row['precision']:>8.2f}"
+                  f"{row['recall']:>8.2f}{row['fpr_gap']:>9.3f}{row['fpr_gap_recall']:>9.3f}  {row['worst']} / {row['best']}")
+    print(f"scoring: {images_per_second:,.0f} images/s on {torch.get_num_threads()} CPU thread(s), {len(EMOJI_POLICY.rules)} rules")
+
+    def worst(rows, key):
+        gaps = [row[key] for row in rows.values() if not math.isnan(row[key])]
+        return max(gaps) if gaps else float("nan")
+
+    figures = {"lit_steps": steps, "train_seconds": round(train_seconds, 1), "target_precision": TARGET_PRECISION,
+               "validation_images": len(validation), "test_images": len(test)}
+    for name in before:
+        key = name.replace(" ", "_")
+        for label, rows in (("before", before), ("after", after)):
+            figures[f"{key}_test_precision_{label}"] = rows[name]["precision"]
+            figures[f"{key}_test_recall_{label}"] = rows[name]["recall"]
+            figures[f"{key}_fpr_gap_{label}"] = rows[name]["fpr_gap"]
+            figures[f"{key}_fpr_gap_at_recall_{label}"] = rows[name]["fpr_gap_recall"]
+    figures["largest_skin_tone_fpr_gap_before"] = worst(before, "fpr_gap")
+    figures["largest_skin_tone_fpr_gap_after"] = worst(after, "fpr_gap")
+    figures["largest_skin_tone_fpr_gap_at_recall_before"] = worst(before, "fpr_gap_recall")
+    figures["largest_skin_tone_fpr_gap_at_recall_after"] = worst(after, "fpr_gap_recall")
+    figures["audit_recall"] = AUDIT_RECALL
+    figures["images_per_second"] = round(images_per_second, 1)
+    print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""clipkit.moderation.worlds: the shapes toy policy's exact labels, the emoji sets with skin tone as the group."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from clipkit.data import emoji
+from clipkit.moderation import Policy, PolicyScorer, Rule
+from clipkit.moderation.worlds import (
+    EMOJI_COUNTERS, EMOJI_POLICY, NO_TONE, SHAPES_POLICY, emoji_moderation_set, shapes_moderation_set, with_counters,
+)
+
+FONT = next((p for p in emoji.FONT_PATHS if p.is_file()), None)
+needs_font = pytest.mark.skipif(FONT is None, reason="needs the Debian package fonts-noto-color-emoji")
+
+
+def test_shapes_labels_follow_the_scenes_and_the_captions(world32):
+    data = shapes_moderation_set(world32, 60, seed=2)
+    labels = data.label_matrix(SHAPES_POLICY)
+    assert labels.shape == (60, 2) and labels[:, 0].any() and not labels[:, 0].all()
+    for caption, (red, star) in zip(data.captions, labels.tolist()):
+        words = set(re.findall(r"[a-z]+", caption))
+        assert red == ("red" in words) and star == ("star" in words), caption
+    assert set(data.groups) <= {"small", "large"}
+    with pytest.raises(KeyError, match="weapons"):
+        data.label_matrix(EMOJI_POLICY)
+
+
+def test_embedded_sets_score_like_the_images(tiny_word_clip, world32):
+    data = shapes_moderation_set(world32, 10, seed=3).embedded(tiny_word_clip)
+    scorer = PolicyScorer(tiny_word_clip, SHAPES_POLICY)
+    torch.testing.assert_close(scorer.score_embeddings(data.embeddings), scorer.score_images(data.images))
+    part = data.subset(torch.tensor([True, False] * 5))
+    assert len(part) == 5 and torch.equal(part.embeddings, data.embeddings[::2]) and part.captions == data.captions[::2]
+
+
+def test_with_counters_adds_counter_descriptions_once():
+    changed = with_counters(EMOJI_POLICY, EMOJI_COUNTERS)
+    for rule in changed.rules:
+        assert rule.counter == EMOJI_COUNTERS[rule.name] and rule.descriptions == EMOJI_POLICY.rule(rule.name).descriptions
+    assert with_counters(changed, EMOJI_COUNTERS) == changed
+    policy = Policy(rules=(Rule("x", ("a gun",), counter=("a hand",)),))
+    assert with_counters(policy, {"x": ("a hand", "a toy")}).rules[0].counter == ("a hand", "a toy")
+
+
+@needs_font
+def test_emoji_set_holds_every_emoji_once_with_tones_as_groups(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(emoji.FONT_ENV, raising=False)
+    data = emoji_moderation_set(16, backgrounds=((255, 255, 255),))
+    assert len(set(data.captions)) == len(data) and data.images.shape[1:] == (3, 16, 16)
+    tones = [g for g in data.groups if g != NO_TONE]
+    assert set(tones) == set(emoji.SKIN_TONES) and len(tones) % 6 == 0
+    labels = data.label_matrix(EMOJI_POLICY)
+    assert labels.sum(0).tolist()[:2] == [len(emoji.LABEL_SETS["weapons"]), len(emoji.LABEL_SETS["alcohol and tobacco"])]
+    plain = data.without_tones()
+    assert set(plain.groups) == {"default", NO_TONE} and len(plain) == len(data) - 5 * len(tones) // 6
