@@ -35,6 +35,14 @@ def init_from_environment(device: str | None = None) -> None:
     dist.init_process_group(backend)
 
 
+def wait_for_everyone() -> None:
+    """A barrier across the processes (a no-op alone)."""
+    import torch.distributed as dist
+
+    if world()[1] > 1:
+        dist.barrier()
+
+
 def shutdown() -> None:
     """Wait for every process, then leave the process group (a no-op alone)."""
     import torch.distributed as dist

@@ -21,7 +21,7 @@ from clipkit.data.shards import ShardData
 from clipkit.data.stream import Batch, as_training_data, step_batches
 from clipkit.evaluate import evaluate_training_data
 from clipkit.train.config import RESUME_FREE_FIELDS, TrainConfig
-from clipkit.train.ddp import gather_objects, rank_zero_says, world
+from clipkit.train.ddp import gather_objects, rank_zero_says, wait_for_everyone, world
 from clipkit.train.state import (
     check_resumable,
     model_config,
@@ -138,9 +138,14 @@ def train(
                 _check_finite(out["loss"], run.step - 1, out_dir, config)
             if evaluating:
                 _evaluate_into(run, model, data, config.eval_size)
-            if saving and out_dir is not None and rank == 0:
-                position = _shard_position(data, run.step, share, config) if local else None
-                _save(out_dir, model, optimizer, run, config, data.spec, metadata, finished=done, position=position)
+            if saving and out_dir is not None:
+                if rank == 0:
+                    position = _shard_position(data, run.step, share, config) if local else None
+                    _save(out_dir, model, optimizer, run, config, data.spec, metadata, finished=done, position=position)
+                # Every process waits for the checkpoint: one that returned early could otherwise resume
+                # (`train` again on the same folder) from a checkpoint rank 0 has not written yet, and the
+                # processes would then run different steps and wait on each other's collectives for ever.
+                wait_for_everyone()
             if on_step is not None:
                 on_step(run.step, run.train_seconds)
             if done:
