@@ -122,9 +122,10 @@ def train(
                 _check_finite(out["loss"], run.step, out_dir, config)
             update(model, optimizer, scheduler, out["loss"], config.grad_clip)
             run.step += 1
-            run.train_seconds += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            run.train_seconds += elapsed
             if governor is not None:
-                governor.timed(time.perf_counter() - started)
+                governor.timed(elapsed)
             throughput.count(config.batch_size)
 
             done = run.step == config.steps or _out_of_time(run.train_seconds, config.time_limit_seconds)
@@ -178,7 +179,6 @@ def _shard_batches(data: ShardData, share: int, config: TrainConfig, start: int)
     for images, captions in data.local_batches(share, config.seed, start, rank, size, config.data_workers):
         everyone = [caption for part in gather_objects(captions) for caption in part]
         yield Batch(images, everyone, [caption.lower() for caption in everyone])
-
 
 
 def _resume(out_dir: Path, model, optimizer, scheduler, config: TrainConfig, data_spec) -> RunState | None:
