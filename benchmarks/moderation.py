@@ -1,16 +1,31 @@
 """Content moderation on emoji with LiT: calibrated precision and recall per rule, the skin-tone gap, throughput.
 
-    python benchmarks/moderation.py            # LiT trained 300 steps on emoji (as notebook 07), ~minutes
+    python benchmarks/moderation.py            # LiT trained 1000 steps on emoji (as notebook 11), ~2 minutes
     python benchmarks/moderation.py --quick    # 5 steps, one background per split: seconds, figures meaningless
 
-A LiT model (frozen MiniLM text tower, a small CNN image tower trained on every emoji's name) scores
-the emoji policy of `clipkit.moderation.worlds` (weapons, alcohol and tobacco, people). Thresholds are
-calibrated for precision >= 0.9 on validation renders, then measured on held-out renders (other
-background colours). The audit compares false-positive rates between the six skin tones, before and
-after notebook 11's mitigation (counter-descriptions, and calibration data holding every skin tone
-rather than only the default yellow), at the precision-calibrated thresholds and, because a rule
-that never fires has no gap, also at thresholds calibrated for recall 0.5. Throughput: images scored per second (image tower + every
-rule), the policy's texts embedded once beforehand. Prints a table, then one JSON line.
+A LiT model (frozen MiniLM text tower, a small CNN image tower) learns every emoji and every
+skin-toned variant under its name on four background colours (`emoji_training_pairs`), then scores
+the emoji policy of `clipkit.moderation.worlds` (weapons, alcohol and tobacco, people). Thresholds
+are calibrated for precision >= 0.9 on validation renders (white, light grey), then measured on
+held-out renders (pale blue, pale green). Each test precision comes with the number of images the
+rule flagged and Wilson's 95% interval: 7-10 emoji per rule to flag make these figures noisy, and a
+precision measured on 4 flagged images can neither meet nor miss a target. The audit compares
+false-positive rates between the six skin tones, before and after notebook 11's mitigation
+(counter-descriptions, and calibration data holding every skin tone rather than only the default
+yellow), at the precision-calibrated thresholds and, because a rule that never fires has no gap,
+also at thresholds calibrated for recall 0.5. Throughput: images scored per second (image tower +
+every rule), the policy's texts embedded once beforehand. Prints a table, then one JSON line.
+
+What the training recipe is worth (one thread beside another job, seed 0; test precision / recall
+at the precision-0.9 thresholds, before the mitigation):
+    recipe                                         weapons      alcohol & tobacco  people
+    plain emoji on white, 300 steps                never fires  never fires        0.83 / 0.01
+    + every skin tone, 5 backgrounds, 1000 steps   0.86 / 0.43  0.78 / 0.35        0.98 / 0.15
+    same, 2000 steps                               1.00 / 0.14  1.00 / 0.20        0.94 / 0.04
+    same with augmentation, 1000 steps             1.00 / 0.07  never fires        0.96 / 0.04
+Longer training saturates the scores (a logit scale of 100: thresholds of 0.999 and above, ties at
+1.0), so calibration loses its resolution. The default trains 1000 steps on backgrounds that
+neither calibration nor test uses, so that validation pictures are as new to the model as test ones.
 """
 
 from __future__ import annotations
@@ -23,11 +38,11 @@ import time
 import torch
 
 from clipkit import seed_everything
-from clipkit.data import CaptionedImages, load_emoji
 from clipkit.data.emoji import SKIN_TONES
-from clipkit.moderation import PolicyScorer, audit, calibrate, confusion, largest_gap
+from clipkit.moderation import PolicyScorer, audit, calibrate, confusion, largest_gap, wilson_interval
 from clipkit.moderation.worlds import (
-    EMOJI_COUNTERS, EMOJI_POLICY, TEST_BACKGROUNDS, VALIDATION_BACKGROUNDS, emoji_moderation_set, with_counters,
+    EMOJI_COUNTERS, EMOJI_POLICY, TEST_BACKGROUNDS, TRAINING_BACKGROUNDS, VALIDATION_BACKGROUNDS, emoji_moderation_set,
+    emoji_training_pairs, with_counters,
 )
 
 TARGET_PRECISION = 0.9
@@ -36,19 +51,18 @@ TARGET_PRECISION = 0.9
 AUDIT_RECALL = 0.5
 
 
-def train_lit(steps: int, batch_size: int, seed: int):
-    """LiT on every emoji's name, as notebook 07 trains it (there with Fashion-MNIST beside)."""
+def train_lit(steps: int, batch_size: int, seed: int, backgrounds=TRAINING_BACKGROUNDS):
+    """LiT on every emoji's and every skin-toned variant's name, as notebook 11 trains it."""
     from clipkit.lit import LiTModel
     from clipkit.train import TrainConfig, train
 
     seed_everything(seed)
-    emoji = load_emoji(32)
-    pairs = CaptionedImages(emoji.images, emoji.captions, labels=torch.arange(len(emoji)))
+    pairs = emoji_training_pairs(32, backgrounds)
     model = LiTModel()
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=2e-3, weight_decay=0.05, warmup_steps=max(1, steps // 10),
                          augment=False, log_every=max(1, steps // 10), seed=seed)
     history = train(model, pairs, config, progress=False)
-    return model.eval(), history["loss"][-1]
+    return model.eval(), history["loss"][-1], len(pairs)
 
 
 def evaluate(model, policy, calibration, test, tones_only: bool):
@@ -69,8 +83,10 @@ def evaluate(model, policy, calibration, test, tones_only: bool):
         at = confusion(test_scores[:, r], test_labels[:, r], rule.threshold)
         gap = largest_gap(per_group[rule.name], "fpr")
         gap_recall = largest_gap(per_group_recall[rule.name], "fpr")
+        flagged = at["tp"] + at["fp"]
         rows[rule.name] = {"threshold": rule.threshold, "validation_precision": point.confusion["precision"],
-                           "precision": at["precision"], "recall": at["recall"], "fpr_gap": gap["gap"],
+                           "precision": at["precision"], "recall": at["recall"], "flagged": flagged,
+                           "precision_interval": wilson_interval(at["tp"], flagged), "fpr_gap": gap["gap"],
                            "fpr_gap_recall": gap_recall["gap"], "worst": gap_recall["highest"], "best": gap_recall["lowest"]}
     return rows
 
@@ -78,15 +94,17 @@ def evaluate(model, policy, calibration, test, tones_only: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds: few steps, one background per split")
-    parser.add_argument("--steps", type=int, default=None, help="LiT training steps (default 300; 5 with --quick)")
+    parser.add_argument("--steps", type=int, default=None, help="LiT training steps (default 1000; 5 with --quick)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    steps = args.steps or (5 if args.quick else 300)
+    steps = args.steps or (5 if args.quick else 1000)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     started = time.perf_counter()
-    model, final_loss = train_lit(steps, args.batch_size, args.seed)
+    # --quick trains on validation's own renders: nothing extra to draw, and its figures mean nothing anyway
+    backgrounds = VALIDATION_BACKGROUNDS[:1] if args.quick else TRAINING_BACKGROUNDS
+    model, final_loss, train_images = train_lit(steps, args.batch_size, args.seed, backgrounds)
     train_seconds = time.perf_counter() - started
     validation = emoji_moderation_set(32, VALIDATION_BACKGROUNDS[:1] if args.quick else VALIDATION_BACKGROUNDS)
     test = emoji_moderation_set(32, TEST_BACKGROUNDS[:1] if args.quick else TEST_BACKGROUNDS)
@@ -102,30 +120,33 @@ def main() -> None:
     scorer.score_images(images)
     images_per_second = len(images) / (time.perf_counter() - tic)
 
-    print(f"LiT on emoji: {steps} steps in {train_seconds:.0f} s (final loss {final_loss:.2f}); "
+    print(f"LiT on emoji: {steps} steps on {train_images} pictures in {train_seconds:.0f} s (final loss {final_loss:.2f}); "
           f"validation {len(validation)} images, test {len(test)} (other backgrounds)")
     print(f"thresholds calibrated for precision >= {TARGET_PRECISION} on validation (1.000: out of reach, the rule never fires); test figures below")
     print(f"(FPR gap: largest difference between skin tones; 'at R{AUDIT_RECALL}': thresholds calibrated for recall {AUDIT_RECALL})")
-    print(f"{'rule':<22}{'setting':<8}{'thresh':>8}{'val P':>8}{'test P':>8}{'test R':>8}{'FPR gap':>9}"
-          f"{'at R' + str(AUDIT_RECALL):>9}  worst / best tone there")
+    print(f"{'rule':<22}{'setting':<8}{'thresh':>8}{'val P':>8}{'test P':>8}{'95% interval':>15}{'flagged':>8}{'test R':>8}"
+          f"{'FPR gap':>9}{'at R' + str(AUDIT_RECALL):>9}  worst / best tone there")
     for name in before:
         for label, rows in (("before", before), ("after", after)):
             row = rows[name]
+            low, high = row["precision_interval"]
             print(f"{name:<22}{label:<8}{row['threshold']:>8.3f}{row['validation_precision']:>8.2f}{row['precision']:>8.2f}"
-                  f"{row['recall']:>8.2f}{row['fpr_gap']:>9.3f}{row['fpr_gap_recall']:>9.3f}  {row['worst']} / {row['best']}")
+                  f"{f'{low:.2f}-{high:.2f}':>15}{row['flagged']:>8}{row['recall']:>8.2f}{row['fpr_gap']:>9.3f}{row['fpr_gap_recall']:>9.3f}  {row['worst']} / {row['best']}")
     print(f"scoring: {images_per_second:,.0f} images/s on {torch.get_num_threads()} CPU thread(s), {len(EMOJI_POLICY.rules)} rules")
 
     def worst(rows, key):
         gaps = [row[key] for row in rows.values() if not math.isnan(row[key])]
         return max(gaps) if gaps else float("nan")
 
-    figures = {"lit_steps": steps, "train_seconds": round(train_seconds, 1), "target_precision": TARGET_PRECISION,
+    figures = {"lit_steps": steps, "train_seconds": round(train_seconds, 1), "train_images": train_images, "target_precision": TARGET_PRECISION,
                "validation_images": len(validation), "test_images": len(test)}
     for name in before:
         key = name.replace(" ", "_")
         for label, rows in (("before", before), ("after", after)):
             figures[f"{key}_test_precision_{label}"] = rows[name]["precision"]
             figures[f"{key}_test_recall_{label}"] = rows[name]["recall"]
+            figures[f"{key}_test_flagged_images_{label}"] = rows[name]["flagged"]
+            figures[f"{key}_test_precision_low95_{label}"], figures[f"{key}_test_precision_high95_{label}"] = rows[name]["precision_interval"]
             figures[f"{key}_fpr_gap_{label}"] = rows[name]["fpr_gap"]
             figures[f"{key}_fpr_gap_at_recall_{label}"] = rows[name]["fpr_gap_recall"]
     figures["largest_skin_tone_fpr_gap_before"] = worst(before, "fpr_gap")

@@ -2,13 +2,15 @@
 
 import re
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from clipkit.data import COLOURS, ShapesConfig, ShapesWorld, make_loader
-from clipkit.data.shapes import INVERSE_RELATIONS, RELATIONS, shape_mask
+from clipkit.data.negatives import swap_attribute
+from clipkit.data.shapes import INVERSE_RELATIONS, RELATIONS, Scene, shape_mask
 
 RELATION_PATTERN = re.compile(r"\b(left of|right of|above|below)\b")
 
@@ -486,3 +488,86 @@ def test_pixel_oracle_reads_random_world_colours_right(random_world):
             total += 1
             right += names[np.linalg.norm(palette - colour, axis=1).argmin()] == obj.colour
     assert total > 250 and right / total >= 0.97, (right, total)
+
+
+def colour_swapped(scene):
+    """The scene with its two objects' colours exchanged, everything else kept."""
+    first, second = scene.objects
+    return Scene((replace(first, colour=second.colour), replace(second, colour=first.colour)), scene.relation)
+
+
+def twin_rows(sample):
+    """Rows that hold the colour-swapped twin of the row before them (same places, to the float)."""
+    return [row for row in range(1, len(sample)) if len(sample.scenes[row - 1].objects) == 2
+            and sample.scenes[row - 1].pairs != sample.scenes[row].pairs
+            and colour_swapped(sample.scenes[row - 1]) == sample.scenes[row]]
+
+
+def far_from_objects(scene, side):
+    """bool [S, S]: pixels outside every object's box (with a margin), where only background and noise are."""
+    rows, cols = np.mgrid[0:side, 0:side]
+    far = np.ones((side, side), dtype=bool)
+    for obj in scene.objects:
+        reach = obj.diameter / 2 + 2
+        far &= (np.abs(cols + 0.5 - obj.x) > reach) | (np.abs(rows + 0.5 - obj.y) > reach)
+    return torch.from_numpy(far)
+
+
+def test_swapped_twins_are_the_probe_swap_of_the_image_before_them_with_the_same_noise(world):
+    plain, twinned = world.sample(96, seed=3), world.sample(96, seed=3, swapped_twins=1.0)
+    assert twinned.images.shape == plain.images.shape and len(twinned.captions) == len(twinned.scenes) == 96
+    twins = twin_rows(twinned)
+    originals = [row for row in range(96) if row not in twins]
+    assert len(twins) >= 10
+    # The originals are the plain sample's images, unchanged, less its last two-object ones: twins take
+    # their places, so the batch keeps every one-object image.
+    two = [row for row in range(96) if len(plain.scenes[row].objects) == 2]
+    kept = [row for row in range(96) if row not in two[len(two) - len(twins):]]
+    assert [twinned.captions[row] for row in originals] == [plain.captions[row] for row in kept]
+    assert [twinned.scenes[row] for row in originals] == [plain.scenes[row] for row in kept]
+    assert torch.equal(twinned.images[originals], plain.images[kept])
+    assert sum(len(scene.objects) == 1 for scene in twinned.scenes) == len(plain) - len(two)
+    seen = set(world.seen_pairs)
+    for row in twins:
+        original, twin = twinned.scenes[row - 1], twinned.scenes[row]
+        (c1, s1), (c2, s2) = original.pairs
+        assert c1 != c2 and s1 != s2 and {(c1, s2), (c2, s1)} <= seen
+        assert twinned.captions[row] == swap_attribute(twinned.captions[row - 1], original, "colour")
+        assert Counter(mentioned_pairs(twinned.captions[row], world)) == Counter(twin.pairs)
+        assert twinned.labels[row] == world.pair_index[twin.pairs[0]]
+        # Same background and the same noise wherever no object is; each object wears the other's colour.
+        far = far_from_objects(original, 32)
+        assert far.any() and torch.equal(twinned.images[row][:, far], twinned.images[row - 1][:, far])
+    assert centre_colours(world, twinned.subset(twins)) == [[o.colour for o in twinned.scenes[r].objects] for r in twins]
+    # With swapped_twins=1 every two-object original whose swap is another picture of the train split
+    # has its twin, unless it is the last two-object one (no room left).
+    for row in [row for row in originals if len(twinned.scenes[row].objects) == 2][:-1]:
+        (c1, s1), (c2, s2) = twinned.scenes[row].pairs
+        swappable = c1 != c2 and s1 != s2 and {(c1, s2), (c2, s1)} <= seen
+        assert (row + 1 in twins) == swappable
+
+
+def test_swapped_twins_never_show_a_heldout_pair_and_depend_only_on_seed_and_step(world):
+    twinned = world.sample(256, seed=8, swapped_twins=1.0)
+    assert_no_heldout_pair(world, twinned)
+    held = set(world.heldout_pairs)
+    crossed = [((c2, s1), (c1, s2)) for (c1, s1), (c2, s2) in (s.pairs for s in twinned.scenes if len(s.objects) == 2)]
+    assert any(held & set(pairs) for pairs in crossed)  # the split had swaps to refuse
+    batches = list(world.batches(16, seed=5, num_batches=3, swapped_twins=0.5))
+    for step in (2, 0, 1):
+        again = world.sample(16, seed=[5, step], swapped_twins=0.5)
+        assert again.captions == batches[step].captions and torch.equal(again.images, batches[step].images)
+    assert world.sample(16, seed=4, swapped_twins=0.0).captions == world.sample(16, seed=4).captions
+    with pytest.raises(ValueError, match="swapped_twins must be a probability"):
+        world.sample(4, swapped_twins=1.5)
+
+
+def test_random_world_twins_keep_turns_outlines_and_background(random_world):
+    twinned = random_world.sample(64, seed=2, swapped_twins=1.0)
+    twins = twin_rows(twinned)
+    assert len(twins) >= 5
+    for row in twins:
+        far = far_from_objects(twinned.scenes[row], 32)
+        change = (twinned.images[row].int() - twinned.images[row - 1].int()).abs()  # [3, S, S]
+        assert change[:, far].max() <= 8 < change.max()  # blur carries a trace of the colours past the boxes
+    assert_no_heldout_pair(random_world, twinned)

@@ -103,3 +103,71 @@ def test_build_data_names_the_choices_for_unknown_sources():
     assert data.sources[0].world.config.image_size == 48 and data.spec == {"shapes": {"image_size": 48}}
     with pytest.raises(ValueError, match="no data sources"):
         TrainingData([])
+
+
+def statement(text: str, world) -> tuple[list, str | None]:
+    """The (colour, shape) pairs a caption names in order (its i-th colour word goes with its i-th
+    shape word) and its relation words, if any."""
+    words = re.findall(r"[a-z]+", text)
+    relation = re.search(r"\b(left of|right of|above|below)\b", text)
+    pairs = list(zip([w for w in words if w in world.colours], [w for w in words if w in world.shapes]))
+    return pairs, relation.group(1) if relation else None
+
+
+def true_by_geometry(pairs, relation, scene) -> bool:
+    """Whether "<pairs[0]> <relation> <pairs[1]>" could describe `scene`, read from where its objects are
+    (sizes unread): the same two pairs, the first mostly left of / right of / above / below the second."""
+    if sorted(pairs) != sorted(scene.pairs):
+        return False
+    if relation is None:
+        return True
+    first, second = sorted(scene.objects, key=lambda o: (o.colour, o.shape) != pairs[0])
+    across, down = second.x - first.x, second.y - first.y  # a relation holds along its axis, more than across it
+    return {"left of": across > abs(down), "right of": -across > abs(down),
+            "above": down > abs(across), "below": -down > abs(across)}[relation]
+
+
+def test_swapped_twins_keep_the_batch_size_and_depend_only_on_seed_and_step(world):
+    source = ShapesSource(world=world, swapped_twins=0.5)
+    batch = source.batch(64, seed=2, step=7, hard_negatives=True, attributes=True)
+    again = source.batch(64, seed=2, step=7, hard_negatives=True, attributes=True)
+    expected = list(world.batches(64, seed=2, num_batches=8, swapped_twins=0.5))[7]
+    assert len(batch.captions) == len(batch.groups) == batch.images.shape[0] == batch.attribute_positives.shape[0] == 64
+    assert torch.equal(batch.images, again.images) and batch.captions == again.captions == expected.captions
+    assert batch.hard_negatives == again.hard_negatives
+    assert batch.captions != ShapesSource(world=world).batch(64, 2, 7, False, False).captions
+    assert source.spec["swapped_twins"] == 0.5 and "swapped_twins" not in ShapesSource(32).spec
+    with pytest.raises(ValueError, match="swapped_twins must be a probability"):
+        ShapesSource(32, swapped_twins=-0.1)
+
+
+def test_twins_are_negatives_of_their_original_and_no_hard_negative_is_true_of_a_batch_image(world):
+    from clipkit.data.negatives import hard_negatives, swap_attribute
+    from clipkit.loss import positives_from_groups
+
+    source = ShapesSource(world=world, swapped_twins=1.0)
+    batch = source.batch(128, seed=0, step=3, hard_negatives=True, attributes=False)
+    scenes = world.sample(128, seed=[0, 3], swapped_twins=1.0).scenes
+    twins = [row for row in range(1, 128) if len(scenes[row].objects) == 2
+             and [(o.x, o.y) for o in scenes[row].objects] == [(o.x, o.y) for o in scenes[row - 1].objects]]
+    assert len(twins) >= 15
+    positives = positives_from_groups(batch.groups)  # [B, B]
+    for row in twins:
+        caption, original = batch.captions[row - 1], scenes[row - 1]
+        assert batch.captions[row] == swap_attribute(caption, original, "colour")
+        assert not positives[row, row - 1] and not positives[row - 1, row]
+        if statement(caption, world)[1] is None:  # "a red circle and a blue square": its shape swap is true of the twin
+            assert swap_attribute(caption, original, "shape", set(world.seen_pairs)) not in batch.hard_negatives
+    equal = [(i, j) for i in range(128) for j in range(i) if batch.groups[i] == batch.groups[j]]
+    assert all(positives[i, j] and positives[j, i] for i, j in equal)  # identical captions stay positives
+    assert len(batch.hard_negatives) > 64
+    said = {caption.lower() for caption in batch.captions}
+    made_from = {}  # negative -> the rows whose captions it was made from (false of those by construction)
+    for row, (caption, scene) in enumerate(zip(batch.captions, scenes)):
+        for negative in hard_negatives(caption, scene, allowed=set(world.seen_pairs)):
+            made_from.setdefault(negative, set()).add(row)
+    for negative in batch.hard_negatives:
+        assert negative.lower() not in said
+        pairs, relation = statement(negative, world)
+        assert not any(true_by_geometry(pairs, relation, scene)
+                       for row, scene in enumerate(scenes) if row not in made_from[negative]), negative

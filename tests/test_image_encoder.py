@@ -116,3 +116,27 @@ def test_bad_configs_are_refused_by_name():
         ConvEncoder(cnn_config(cnn_channels=()), 8)
     with pytest.raises(ValueError, match="cnn_pool"):
         ConvEncoder(cnn_config(cnn_pool="max"), 8)
+
+
+@pytest.mark.parametrize("pool", ["mean", "centroid"])
+def test_cnn_on_channels_last_memory_computes_what_plain_layers_compute(pool):
+    # ConvEncoder runs its CPU convolutions on channels-last memory for speed: the embedding, its
+    # gradient and the weights' layout must be what the plain [B, C, H, W] layers give.
+    torch.manual_seed(0)
+    encoder = ConvEncoder(VisionConfig(kind="cnn", image_size=16, cnn_channels=(8, 16), cnn_pool=pool), embed_dim=12).eval()
+    images = torch.rand(3, 3, 16, 16, requires_grad=True)
+    by_hand = encoder.stages(encoder.stem(images.contiguous()))  # [B, C, H, W] in standard layout
+    assert by_hand.is_contiguous()
+    maps = encoder.feature_maps(images)
+    torch.testing.assert_close(maps, by_hand, atol=1e-5, rtol=1e-5)
+    encoder(images).sum().backward()
+    grad = images.grad.clone()
+    images.grad = None
+    pooled = by_hand.mean(dim=(2, 3))
+    if pool == "centroid":
+        from clipkit.image_encoder import centroids
+
+        pooled = torch.cat([pooled, *centroids(by_hand)], dim=1)
+    encoder.projection(pooled).sum().backward()
+    torch.testing.assert_close(grad, images.grad, atol=1e-5, rtol=1e-5)
+    assert all(p.is_contiguous() for p in encoder.parameters())  # checkpoints save as they are

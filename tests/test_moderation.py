@@ -14,7 +14,7 @@ from clipkit.io import BadFileError
 from clipkit.moderation import (
     NEVER, Policy, PolicyScorer, Rule, audit, calibrate, confusion, group_metrics, largest_gap, load_policy,
     plot_group_metrics, plot_pr_curves, policy_from_dict, policy_from_json, policy_to_dict, pr_curve, save_policy,
-    threshold_for_precision, threshold_for_recall,
+    threshold_for_precision, threshold_for_recall, wilson_interval,
 )
 
 SHAPES_POLICY = Policy(rules=(
@@ -203,6 +203,19 @@ def test_an_unreachable_precision_never_fires():
 
 
 # --- fairness ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("successes, trials", [(3, 4), (0, 5), (5, 5), (45, 50), (1, 1000)])
+def test_wilson_interval_matches_scipy(successes, trials):
+    stats = pytest.importorskip("scipy.stats")
+    expected = stats.binomtest(successes, trials).proportion_ci(0.95, method="wilson")
+    low, high = wilson_interval(successes, trials)
+    assert low == pytest.approx(expected.low, abs=1e-3) and high == pytest.approx(expected.high, abs=1e-3)
+    assert low <= successes / trials <= high
+
+
+def test_wilson_interval_of_nothing_is_nan():
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
 
 
 def test_group_metrics_match_a_recomputation_and_the_gap_is_the_extremes():

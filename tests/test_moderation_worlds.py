@@ -10,7 +10,8 @@ import torch
 from clipkit.data import emoji
 from clipkit.moderation import Policy, PolicyScorer, Rule
 from clipkit.moderation.worlds import (
-    EMOJI_COUNTERS, EMOJI_POLICY, NO_TONE, SHAPES_POLICY, emoji_moderation_set, shapes_moderation_set, with_counters,
+    EMOJI_COUNTERS, EMOJI_POLICY, NO_TONE, SHAPES_POLICY, TEST_BACKGROUNDS, TRAINING_BACKGROUNDS, VALIDATION_BACKGROUNDS,
+    emoji_moderation_set, emoji_training_pairs, shapes_moderation_set, with_counters,
 )
 
 FONT = next((p for p in emoji.FONT_PATHS if p.is_file()), None)
@@ -46,9 +47,15 @@ def test_with_counters_adds_counter_descriptions_once():
     assert with_counters(policy, {"x": ("a hand", "a toy")}).rules[0].counter == ("a hand", "a toy")
 
 
+@pytest.fixture(scope="module")
+def emoji_cache(tmp_path_factory):
+    """One cache for this module's tests: each renders the same 16 px emoji on white (seconds), once."""
+    return tmp_path_factory.mktemp("emoji-cache")
+
+
 @needs_font
-def test_emoji_set_holds_every_emoji_once_with_tones_as_groups(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPKIT_CACHE_DIR", str(tmp_path))
+def test_emoji_set_holds_every_emoji_once_with_tones_as_groups(emoji_cache, monkeypatch):
+    monkeypatch.setenv("CLIPKIT_CACHE_DIR", str(emoji_cache))
     monkeypatch.delenv(emoji.FONT_ENV, raising=False)
     data = emoji_moderation_set(16, backgrounds=((255, 255, 255),))
     assert len(set(data.captions)) == len(data) and data.images.shape[1:] == (3, 16, 16)
@@ -58,3 +65,23 @@ def test_emoji_set_holds_every_emoji_once_with_tones_as_groups(tmp_path, monkeyp
     assert labels.sum(0).tolist()[:2] == [len(emoji.LABEL_SETS["weapons"]), len(emoji.LABEL_SETS["alcohol and tobacco"])]
     plain = data.without_tones()
     assert set(plain.groups) == {"default", NO_TONE} and len(plain) == len(data) - 5 * len(tones) // 6
+
+
+@needs_font
+def test_training_pairs_name_every_tone_and_share_a_label_per_name(emoji_cache, monkeypatch):
+    monkeypatch.setenv("CLIPKIT_CACHE_DIR", str(emoji_cache))
+    monkeypatch.delenv(emoji.FONT_ENV, raising=False)
+    # the model must never train on a rendering that calibration or the test uses
+    assert not set(TRAINING_BACKGROUNDS) & (set(VALIDATION_BACKGROUNDS) | set(TEST_BACKGROUNDS))
+    white = ((255, 255, 255),)  # the other test's renders, from the shared cache
+    pairs = emoji_training_pairs(16, backgrounds=white)
+    plain, toned = emoji.load_emoji(16, background=white[0]), emoji.load_skin_tone_emoji(16, background=white[0])
+    assert len(pairs) == len(plain) + len(toned)
+    assert set(pairs.captions) == set(plain.captions) | set(toned.captions)
+    assert any(caption.endswith(": dark skin tone") for caption in pairs.captions)
+    # one label per name: the default-tone copy of a plain emoji (same name) is its positive, never a negative
+    label_of = {}
+    for caption, label in zip(pairs.captions, pairs.labels.tolist()):
+        assert label_of.setdefault(caption, label) == label
+    assert len(set(label_of.values())) == len(label_of) < len(pairs)
+    assert torch.equal(pairs.images[: len(plain)], plain.images)

@@ -16,6 +16,7 @@ resuming on other data.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 
 from clipkit.data.fashion import load_fashion_mnist
 from clipkit.data.grammar import fix_articles
+from clipkit.data.negatives import OPPOSITE_RELATIONS
 from clipkit.data.negatives import hard_negatives as negatives_of
 from clipkit.data.shapes import POSITIONS, WHERE_PHRASES, ShapesConfig, ShapesWorld
 from clipkit.data.transforms import CaptionedImages, resize_images
@@ -40,6 +42,19 @@ class Batch:
 
 
 ATTRIBUTE_KINDS = ("colour", "shape", "size", "position")  # what single-attribute texts may name
+_RELATION_WORDS = re.compile(r"\b(" + "|".join(OPPOSITE_RELATIONS) + r")\b")
+
+
+def _may_say(pairs: list[tuple[str, str]], relation: str | None, scene) -> bool:
+    """Whether a caption naming `pairs` (in order) and `relation` may be true of `scene`: the same
+    pairs, standing as it says. Sizes and outlines are not read, so "may": a negative it lets through
+    is false of the scene."""
+    if sorted(pairs) != sorted(scene.pairs):
+        return False
+    if relation is None or scene.relation is None:
+        return True
+    first_stands = scene.relation if scene.pairs[0] == pairs[0] else OPPOSITE_RELATIONS[scene.relation]
+    return first_stands == relation
 
 
 class ShapesSource:
@@ -47,12 +62,23 @@ class ShapesSource:
 
     name = "shapes"
 
-    def __init__(self, image_size: int = 32, world=None, attributes=("colour", "shape"), **config: Any):
+    def __init__(self, image_size: int = 32, world=None, attributes=("colour", "shape"), swapped_twins: float = 0.0,
+                 **config: Any):
         unknown = set(attributes) - set(ATTRIBUTE_KINDS)
         if unknown:
             raise ValueError(f"unknown attributes {sorted(unknown)}: choose among {ATTRIBUTE_KINDS}")
+        if not 0.0 <= swapped_twins <= 1.0:
+            raise ValueError(f"swapped_twins must be a probability in [0, 1], got {swapped_twins}")
         self.world = world or ShapesWorld(ShapesConfig(image_size=image_size, **config))
         self.spec = {"image_size": self.world.config.image_size, **config}
+        # Chance that a two-object image comes with its colour-swapped twin (same layout and noise,
+        # the colours of its objects exchanged) in the same batch. Hard negatives make a model tell
+        # "a red circle and a blue square" from "a blue circle and a red square", but only a twin
+        # makes a caption tell the two images apart (the binding probe's image and group scores).
+        # A training option, not the world's: evaluation samples stay plain.
+        self.swapped_twins = float(swapped_twins)
+        if self.swapped_twins:
+            self.spec["swapped_twins"] = self.swapped_twins
         if self.world.config.variation != "grid":  # a world handed over says how it draws, so a checkpoint records it
             self.spec.setdefault("variation", self.world.config.variation)
         if tuple(attributes) != ("colour", "shape"):
@@ -75,14 +101,12 @@ class ShapesSource:
 
     def batch(self, size: int, seed: int, step: int, hard_negatives: bool, attributes: bool) -> Batch:
         # `sample` with seed [seed, step] draws exactly what `ShapesWorld.batches(seed)` yields at `step`.
-        sample = self.world.sample(size, seed=[seed, step])
+        sample = self.world.sample(size, seed=[seed, step], swapped_twins=self.swapped_twins)
+        # Groups by caption: a twin's caption differs from its original's (colours exchanged), so the
+        # two are negatives of each other, while equal captions still describe each other's images.
         batch = Batch(sample.images, sample.captions, [caption.lower() for caption in sample.captions])
-        if hard_negatives:  # NegCLIP's swaps (clipkit.data.negatives), none naming a held-out pair or a batch caption
-            seen, said = set(self.world.seen_pairs), set(batch.groups)
-            batch.hard_negatives = list(dict.fromkeys(
-                negative for caption, scene in zip(sample.captions, sample.scenes)
-                for negative in negatives_of(caption, scene, allowed=seen) if negative.lower() not in said
-            ))
+        if hard_negatives:
+            batch.hard_negatives = self._hard_negatives(sample.captions, sample.scenes)
         if attributes:
             column = {key: index for index, key in enumerate(self.attribute_columns)}
             truth = torch.zeros(size, len(self.attribute_texts), dtype=torch.bool)
@@ -94,6 +118,33 @@ class ShapesSource:
                             truth[row, index] = True
             batch.attribute_texts, batch.attribute_positives = list(self.attribute_texts), truth
         return batch
+
+    def _hard_negatives(self, captions: list[str], scenes: list) -> list[str]:
+        """NegCLIP's swaps (clipkit.data.negatives), none naming a held-out pair or a batch caption, nor
+        one that may be true of another image of the batch in other words than its caption: "a red
+        square and a blue circle" (the shape swap of "a red circle and a blue square") is true of
+        that image's colour-swapped twin."""
+        seen, said = set(self.world.seen_pairs), {caption.lower() for caption in captions}
+        holders: dict[frozenset, list[int]] = {}  # colour-shape pairs -> the rows whose images hold exactly them
+        for row, scene in enumerate(scenes):
+            holders.setdefault(frozenset(scene.pairs), []).append(row)
+        negatives = []
+        for row, (caption, scene) in enumerate(zip(captions, scenes)):
+            for negative in negatives_of(caption, scene, allowed=seen):
+                pairs, relation = self._statement(negative)
+                others = [scenes[other] for other in holders.get(frozenset(pairs), []) if other != row]
+                if negative.lower() not in said and not any(_may_say(pairs, relation, other) for other in others):
+                    negatives.append(negative)
+        return list(dict.fromkeys(negatives))
+
+    def _statement(self, text: str) -> tuple[list[tuple[str, str]], str | None]:
+        """The colour-shape pairs a caption names, in order (each object's colour and shape words are
+        next to each other, in either order), and the relation it states, if any."""
+        words = re.findall(r"[a-z]+", text.lower())
+        colours = [word for word in words if word in self.world.colours]
+        shapes = [word for word in words if word in self.world.shapes]
+        relation = _RELATION_WORDS.search(text.lower())
+        return list(zip(colours, shapes)), relation.group(1) if relation else None
 
     def vocabulary(self) -> list[str]:
         """Every text this source writes: a large sample of captions (all splits) and the attribute texts."""

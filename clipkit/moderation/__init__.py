@@ -20,6 +20,7 @@ from clipkit.moderation.calibrate import (
     pr_curve,
     threshold_for_precision,
     threshold_for_recall,
+    wilson_interval,
 )
 from clipkit.moderation.fairness import audit, group_metrics, largest_gap, plot_group_metrics
 from clipkit.moderation.policy import (
@@ -42,4 +43,5 @@ __all__ = [
     "check_policy", "confusion", "flags", "group_metrics", "largest_gap", "load_policy", "plot_group_metrics",
     "plot_pr_curves", "policy_from_dict", "policy_from_json", "policy_to_dict", "policy_to_json", "pr_curve",
     "rule_classes", "rule_scores", "save_policy", "score_images", "threshold_for_precision", "threshold_for_recall",
+    "wilson_interval",
 ]

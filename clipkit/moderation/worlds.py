@@ -44,6 +44,11 @@ SHAPES_POLICY = Policy(rules=(
 ), neutral=tuple(f"a {colour} {shape}" for colour in _NOT_RED for shape in ("circle", "square", "heart", "hexagon")))
 VALIDATION_BACKGROUNDS = ((255, 255, 255), (232, 232, 232))  # calibration renders on these
 TEST_BACKGROUNDS = ((226, 236, 252), (236, 250, 236))  # held-out renders: pale blue, pale green
+# LiT learns the emoji on backgrounds that neither calibration nor test uses (cream, pink, peach,
+# grey): a threshold set on pictures the model was trained on is set on over-confident scores, and
+# its precision falls on new pictures (trained on white, calibrated on white: alcohol's test
+# precision 0.78 for a target of 0.9).
+TRAINING_BACKGROUNDS = ((250, 244, 222), (248, 228, 236), (252, 232, 218), (214, 214, 214))
 NO_TONE = "none"  # the group of emoji that take no skin tone (objects, animals, symbols)
 
 
@@ -111,6 +116,28 @@ def shapes_moderation_set(world, size: int, seed: int = 0, split: str = "train")
     labels = {"red shapes": torch.tensor([any(colour == "red" for colour, _ in p) for p in pairs]),
               "stars": torch.tensor([any(shape == "star" for _, shape in p) for p in pairs])}
     return ModerationSet(data.images, list(data.captions), labels, [scene.objects[0].size for scene in data.scenes])
+
+
+def emoji_training_pairs(image_size: int = 32, backgrounds: Sequence[tuple[int, int, int]] = TRAINING_BACKGROUNDS,
+                         font_path=None):
+    """What a moderation model learns emoji from: every emoji and every skin-toned variant under its
+    name ("thumbs up sign: dark skin tone"), on each background; one label per distinct name, so
+    copies of an emoji on other backgrounds are positives of each other, not negatives.
+
+    The skin-toned variants are there because a model that never saw a dark-toned hand named has
+    only the default yellow to go by: trained on plain emoji alone, people's recall at precision
+    0.9 was 0.01 (benchmarks/moderation.py)."""
+    from clipkit.data import CaptionedImages
+    from clipkit.data.emoji import load_emoji, load_skin_tone_emoji
+
+    images, captions = [], []
+    for background in backgrounds:
+        for part in (load_emoji(image_size, font_path=font_path, background=background),
+                     load_skin_tone_emoji(image_size, font_path=font_path, background=background)):
+            images.append(part.images)
+            captions += part.captions
+    label_of = {caption: label for label, caption in enumerate(dict.fromkeys(captions))}
+    return CaptionedImages(torch.cat(images), captions, labels=torch.tensor([label_of[c] for c in captions]))
 
 
 def emoji_moderation_set(image_size: int = 32, backgrounds: Sequence[tuple[int, int, int]] = VALIDATION_BACKGROUNDS,

@@ -5,7 +5,8 @@ shape, sometimes size and position, and for two objects how they stand ("a red c
 square"). Because we make the world we control it:
 - a compositional split holds some colour-shape pairs out of training entirely, so zero-shot
   accuracy on them measures whether a model composes "red" and "triangle" it has seen apart;
-- a binding probe pairs images whose captions differ only in which colour goes with which shape.
+- a binding probe pairs images whose captions differ only in which colour goes with which shape,
+  and training batches may hold such pairs too (`sample(..., swapped_twins=p)`).
 
 Drawing is vectorised: an anti-aliased mask per (shape, size) is drawn once at the configured
 resolution, then pasted into a whole batch with numpy indexing (thousands of images a second).
@@ -101,10 +102,14 @@ class ShapesWorld:
         split: str = "train",
         objects: int | None = None,
         caption_style: str | Sequence[str] | None = None,
+        swapped_twins: float = 0.0,
     ) -> ShapesSample:
         """`n` captioned images. `objects` forces 1 or 2 objects per image; `caption_style` picks
-        template styles (default: the config's). split="heldout" gives one-object images of held-out pairs."""
-        return self._sample(n, np.random.default_rng(seed), split, objects, caption_style)
+        template styles (default: the config's). split="heldout" gives one-object images of held-out pairs.
+        With `swapped_twins` (a probability) each two-object image whose colour swap is another picture
+        of `split` is followed by its colour-swapped twin that often (see `_with_twins`): still `n`
+        images, the twins taking the places of the plain sample's last two-object images."""
+        return self._sample(n, np.random.default_rng(seed), split, objects, caption_style, swapped_twins)
 
     def sample_captions(
         self, n: int, seed: int = 0, split: str = "train", objects: int | None = None, caption_style: str | Sequence[str] | None = None
@@ -121,11 +126,13 @@ class ShapesWorld:
         objects: int | None = None,
         caption_style: str | Sequence[str] | None = None,
         num_batches: int | None = None,
+        swapped_twins: float = 0.0,
     ) -> Iterator[ShapesSample]:
         """Fresh batches for training (endless unless `num_batches`); batch k depends only on (seed, k)."""
         step = 0
         while num_batches is None or step < num_batches:
-            yield self._sample(batch_size, np.random.default_rng([seed, step]), split, objects, caption_style)
+            rng = np.random.default_rng([seed, step])
+            yield self._sample(batch_size, rng, split, objects, caption_style, swapped_twins)
             step += 1
 
     def binding_probe(self, n: int, seed: int = 0, split: str = "train") -> BindingProbe:
@@ -140,7 +147,7 @@ class ShapesWorld:
         n_shapes = len(self.shapes)
         layout.pairs = colours_ab * n_shapes + shapes_ab
         swapped = copy.copy(layout)
-        swapped.pairs = colours_ab[:, ::-1] * n_shapes + shapes_ab
+        swapped.pairs = self._colours_exchanged(layout.pairs)
         render_seed = int(rng.integers(2**63))  # the same noise in both images: only the colours differ
         images = self._render(layout, np.random.default_rng(render_seed))
         swapped_images = self._render(swapped, np.random.default_rng(render_seed))
@@ -155,9 +162,23 @@ class ShapesWorld:
 
     # -- sampling ------------------------------------------------------------------------------
 
-    def _sample(self, n, rng, split, objects, caption_style) -> ShapesSample:
+    def _sample(self, n, rng, split, objects, caption_style, swapped_twins=0.0) -> ShapesSample:
+        if not 0.0 <= swapped_twins <= 1.0:
+            raise ValueError(f"swapped_twins must be a probability in [0, 1], got {swapped_twins}")
+        replay = copy.deepcopy(rng) if swapped_twins else None  # the same word choices for the twins' captions
         layout, captions = self._described_layout(n, rng, split, objects, caption_style)
-        images = self._render(layout, rng)
+        render_seed = int(rng.integers(2**63))  # the one draw `_render` takes; twins reuse it, so their noise too
+        sample = self._as_sample(layout, captions, self.renderer.render(layout, render_seed))
+        if not swapped_twins:
+            return sample
+        # Drawn after everything of the plain sample, so the originals stay the plain sample's images.
+        twins = self._twin_layout(layout, rng.random(n) < swapped_twins, split)
+        _, twin_captions = self._described_layout(n, replay, split, objects, caption_style, described=twins)
+        twin_sample = self._as_sample(twins, twin_captions, self.renderer.render(twins, render_seed))
+        is_twin = (twins.pairs != layout.pairs).any(axis=1)
+        return self._with_twins(sample, twin_sample, is_twin, layout.relations >= 0)
+
+    def _as_sample(self, layout: _Layout, captions: list[str], images: torch.Tensor) -> ShapesSample:
         return ShapesSample(
             images=images,
             captions=captions,
@@ -166,13 +187,14 @@ class ShapesWorld:
             scenes=self._scenes(layout),
         )
 
-    def _described_layout(self, n, rng, split, objects, caption_style) -> tuple[_Layout, list[str]]:
-        """The scenes and their captions: everything of a sample the rng draws before the pixels."""
+    def _described_layout(self, n, rng, split, objects, caption_style, described=None) -> tuple[_Layout, list[str]]:
+        """The scenes and their captions: everything of a sample the rng draws before the pixels.
+        With `described` (a layout of the same rows) the captions are its, in the same words."""
         if n < 0:
             raise ValueError(f"n must be a non-negative number of images, got {n}")
         styles = self._styles(caption_style)
         layout = self._layout(n, rng, split, objects)
-        return layout, self._captions(layout, rng, styles)
+        return layout, self._captions(layout if described is None else described, rng, styles)
 
     def _styles(self, caption_style) -> tuple[str, ...]:
         styles = self.config.caption_styles if caption_style is None else caption_style
@@ -261,6 +283,49 @@ class ShapesWorld:
                     ok &= allowed[c[:, ci], s[:, si]]
             colours, shapes = np.concatenate([colours, c[ok]]), np.concatenate([shapes, s[ok]])
         return colours[:n], shapes[:n]
+
+    # -- colour-swapped twins --------------------------------------------------------------------
+
+    def _colours_exchanged(self, pairs: np.ndarray) -> np.ndarray:
+        """Pair indices [N, 2] with the two objects' colours exchanged, shapes kept (the binding probe's swap)."""
+        colours, shapes = np.divmod(pairs, len(self.shapes))  # [N, 2] each
+        return colours[:, ::-1] * len(self.shapes) + shapes
+
+    def _twin_layout(self, layout: _Layout, wanted: np.ndarray, split: str) -> _Layout:
+        """`layout` with the colours exchanged in the `wanted` rows where the swap makes another true
+        picture (two objects, different colours and shapes) and names only pairs of `split`, so a
+        twin never shows a held-out pair in training."""
+        colours, shapes = np.divmod(layout.pairs, len(self.shapes))  # [N, 2] each
+        swapped = self._colours_exchanged(layout.pairs)
+        allowed = np.isin(swapped, self.pair_ids(split)).all(axis=1)
+        differ = (colours[:, 0] != colours[:, 1]) & (shapes[:, 0] != shapes[:, 1])
+        twin = wanted & (layout.relations >= 0) & differ & allowed
+        twins = copy.copy(layout)  # same sizes, places, colour jitter and randomisation: only colours move
+        twins.pairs = np.where(twin[:, None], swapped, layout.pairs)
+        return twins
+
+    def _with_twins(
+        self, sample: ShapesSample, twins: ShapesSample, is_twin: np.ndarray, two: np.ndarray
+    ) -> ShapesSample:
+        """`sample` with each twin (the rows of `twins` where `is_twin`) right after its original. Twins
+        take the places of `sample`'s last two-object images (`two`): the batch keeps its size (a step
+        costs the same) and its one-object images (what the compositional split is measured on)."""
+        n = len(sample)
+        rows = np.arange(n)
+        # Original i then (if it has one) its twin, n + i in the stacked samples: [N, 2] -> [2N], gaps dropped
+        order = np.stack([rows, np.where(is_twin, n + rows, -1)], axis=1).reshape(-1)
+        order = order[order >= 0]
+        paired = np.concatenate([two, np.ones(n, dtype=bool)])[order]  # every twin holds two objects
+        order = order[~paired | (np.cumsum(paired) <= two.sum())]
+        index = torch.from_numpy(order)
+        captions, scenes = sample.captions + twins.captions, sample.scenes + twins.scenes
+        return ShapesSample(
+            images=torch.cat([sample.images, twins.images])[index.to(sample.images.device)],
+            captions=[captions[i] for i in order],
+            labels=torch.cat([sample.labels, twins.labels])[index],
+            class_names=list(self.class_names),
+            scenes=[scenes[i] for i in order],
+        )
 
     # -- drawing -------------------------------------------------------------------------------
 
