@@ -118,25 +118,25 @@ def test_bad_configs_are_refused_by_name():
         ConvEncoder(cnn_config(cnn_pool="max"), 8)
 
 
-@pytest.mark.parametrize("pool", ["mean", "centroid"])
-def test_cnn_on_channels_last_memory_computes_what_plain_layers_compute(pool):
-    # ConvEncoder runs its CPU convolutions on channels-last memory for speed: the embedding, its
-    # gradient and the weights' layout must be what the plain [B, C, H, W] layers give.
-    torch.manual_seed(0)
-    encoder = ConvEncoder(VisionConfig(kind="cnn", image_size=16, cnn_channels=(8, 16), cnn_pool=pool), embed_dim=12).eval()
-    images = torch.rand(3, 3, 16, 16, requires_grad=True)
-    by_hand = encoder.stages(encoder.stem(images.contiguous()))  # [B, C, H, W] in standard layout
-    assert by_hand.is_contiguous()
-    maps = encoder.feature_maps(images)
-    torch.testing.assert_close(maps, by_hand, atol=1e-5, rtol=1e-5)
-    encoder(images).sum().backward()
-    grad = images.grad.clone()
-    images.grad = None
-    pooled = by_hand.mean(dim=(2, 3))
-    if pool == "centroid":
-        from clipkit.image_encoder import centroids
+def test_a_small_cnn_trains_on_two_cpu_threads_without_crashing():
+    # torch 2.14's CPU convolutions on channels-last memory freed memory twice in the backward pass
+    # of this tiny encoder at 2 threads (a segfault that took the whole test run down), while a
+    # 32-channel one ran: the speed-up (1.18x per cpu-profile step) was not worth memory corruption
+    # that depends on the shapes. A subprocess, so a crash fails this test alone.
+    import subprocess
+    import sys
+    import textwrap
 
-        pooled = torch.cat([pooled, *centroids(by_hand)], dim=1)
-    encoder.projection(pooled).sum().backward()
-    torch.testing.assert_close(grad, images.grad, atol=1e-5, rtol=1e-5)
-    assert all(p.is_contiguous() for p in encoder.parameters())  # checkpoints save as they are
+    script = textwrap.dedent("""
+        import torch
+        from clipkit.config import VisionConfig
+        from clipkit.image_encoder import ConvEncoder
+        torch.set_num_threads(2)
+        torch.manual_seed(0)
+        encoder = ConvEncoder(VisionConfig(kind="cnn", image_size=16, cnn_channels=(8, 16)), embed_dim=12)
+        images = torch.rand(3, 3, 16, 16, requires_grad=True)
+        encoder(images).sum().backward()
+        assert images.grad.is_contiguous() and torch.isfinite(images.grad).all()
+    """)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]

@@ -246,3 +246,14 @@ def test_a_group_without_negatives_is_left_out_of_the_fpr_gap():
     rows = group_metrics(torch.tensor([0.9, 0.1, 0.9]), torch.tensor([False, False, True]), ["a", "a", "b"], 0.5)
     assert math.isnan(rows["b"]["fpr"])
     assert math.isnan(largest_gap(rows, "fpr")["gap"])
+
+
+def test_the_plot_says_when_a_metric_has_nothing_to_measure():
+    # weapons among skin-toned emoji: nothing to flag in any group, so no false-negative rate anywhere
+    import matplotlib
+
+    matplotlib.use("agg")
+    rows = group_metrics(torch.tensor([0.9, 0.1, 0.2, 0.1]), torch.zeros(4, dtype=torch.bool), ["a", "a", "b", "b"], 0.5)
+    assert all(math.isnan(row["fnr"]) for row in rows.values())
+    texts = [t.get_text() for t in plot_group_metrics(rows).axes[0].texts]
+    assert any("nothing to" in t for t in texts) and any(t.startswith("gap ") for t in texts)

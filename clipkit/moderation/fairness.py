@@ -72,6 +72,8 @@ def plot_group_metrics(per_group: dict[str, dict], metrics: Sequence[str] = ("fp
         if gap["highest"] is not None:
             top = max(gap["values"].values())
             ax.text(m + 0.4 - width / 2, top + 0.02, f"gap {gap['gap']:.2f}", ha="center", fontsize=8)
+        else:  # e.g. an FNR where no group has anything to flag: say so, rather than draw bars of 0
+            ax.text(m + 0.4 - width / 2, 0.05, "nothing to\nmeasure", ha="center", fontsize=8, color="grey")
     ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, list(metrics))
     ax.set_ylabel("rate")
     ax.set_ylim(0, 1.1)
