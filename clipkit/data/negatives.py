@@ -26,7 +26,7 @@ from clipkit.data.grammar import fix_articles
 NEGATIVE_KINDS = ("swap_colour", "swap_shape", "swap_size", "swap_relation", "replace_colour", "replace_shape",
                   "replace_size")  # every way `hard_negatives` may falsify a caption
 OPPOSITE_RELATIONS = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-_RELATION_WORDS = re.compile(r"\b(left of|right of|above|below)\b")
+RELATION_WORDS = re.compile(r"\b(" + "|".join(OPPOSITE_RELATIONS) + r")\b")  # a caption's relation phrase
 
 
 def _exchange(caption: str, first: str, second: str) -> str:
@@ -64,7 +64,7 @@ def swap_relation(caption: str, scene) -> str | None:
     "a red circle right of a blue square". None when the caption states no relation ("... and ...")."""
     if len(scene.objects) != 2 or scene.relation is None:
         return None
-    swapped = _RELATION_WORDS.sub(lambda match: OPPOSITE_RELATIONS[match.group(1)], caption)
+    swapped = RELATION_WORDS.sub(lambda match: OPPOSITE_RELATIONS[match.group(1)], caption)
     return swapped if swapped != caption else None
 
 

@@ -25,7 +25,7 @@ import torch
 
 from clipkit.data.fashion import load_fashion_mnist
 from clipkit.data.grammar import fix_articles
-from clipkit.data.negatives import OPPOSITE_RELATIONS
+from clipkit.data.negatives import OPPOSITE_RELATIONS, RELATION_WORDS
 from clipkit.data.negatives import hard_negatives as negatives_of
 from clipkit.data.shapes import POSITIONS, WHERE_PHRASES, ShapesConfig, ShapesWorld
 from clipkit.data.transforms import CaptionedImages, resize_images
@@ -42,7 +42,6 @@ class Batch:
 
 
 ATTRIBUTE_KINDS = ("colour", "shape", "size", "position")  # what single-attribute texts may name
-_RELATION_WORDS = re.compile(r"\b(" + "|".join(OPPOSITE_RELATIONS) + r")\b")
 
 
 def _may_say(pairs: list[tuple[str, str]], relation: str | None, scene) -> bool:
@@ -143,7 +142,7 @@ class ShapesSource:
         words = re.findall(r"[a-z]+", text.lower())
         colours = [word for word in words if word in self.world.colours]
         shapes = [word for word in words if word in self.world.shapes]
-        relation = _RELATION_WORDS.search(text.lower())
+        relation = RELATION_WORDS.search(text.lower())
         return list(zip(colours, shapes)), relation.group(1) if relation else None
 
     def vocabulary(self) -> list[str]:
