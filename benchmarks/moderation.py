@@ -5,10 +5,14 @@
 
 A LiT model (frozen MiniLM text tower, a small CNN image tower) learns every emoji and every
 skin-toned variant under its name on four background colours (`emoji_training_pairs`), then scores
-the emoji policy of `clipkit.moderation.worlds` (weapons, alcohol and tobacco, people). Thresholds
-are calibrated for precision >= 0.9 on validation renders (white, light grey), then measured on
-held-out renders (pale blue, pale green). Each test precision comes with the number of images the
-rule flagged and Wilson's 95% interval: 7-10 emoji per rule to flag make these figures noisy, and a
+the emoji policy of `clipkit.moderation.worlds` (weapons, alcohol and tobacco, people). Every emoji is
+rendered on four backgrounds training never used (white, light grey, pale blue, pale green) and its
+renders are split at random, half to validation and half to test (`split_renders`), so the two sets
+are exchangeable, the condition under which a calibrated threshold keeps its promise. Thresholds are
+calibrated for precision >= 0.9 on validation, then measured on test. A second table calibrates on
+the white and grey renders and tests on the blue and green ones: the same emoji under a change of
+background. Each test precision comes with the number of images the rule flagged and Wilson's
+95% interval: 7-10 emoji per rule to flag make these figures noisy, and a
 precision measured on 4 flagged images can neither meet nor miss a target. The audit compares
 false-positive rates between the six skin tones, before and after notebook 11's mitigation
 (counter-descriptions, and calibration data holding every skin tone rather than only the default
@@ -23,6 +27,10 @@ at the precision-0.9 thresholds, before the mitigation):
     + every skin tone, 5 backgrounds, 1000 steps   0.86 / 0.43  0.78 / 0.35        0.98 / 0.15
     same, 2000 steps                               1.00 / 0.14  1.00 / 0.20        0.94 / 0.04
     same with augmentation, 1000 steps             1.00 / 0.07  never fires        0.96 / 0.04
+Exchangeable halves do not rescue alcohol and tobacco (1 thread beside other jobs, one run: test
+precision 0.42 [0.19-0.68] on 12 flagged; calibrated on white and tested on colour, 0.50 on 4): what
+keeps it from 0.9 is the model and the rule (beer against tea, at 32 px, with 10 emoji to flag), not
+the change of background.
 Longer training saturates the scores (a logit scale of 100: thresholds of 0.999 and above, ties at
 1.0), so calibration loses its resolution. The default trains 1000 steps on backgrounds that
 neither calibration nor test uses, so that validation pictures are as new to the model as test ones.
@@ -42,8 +50,9 @@ from clipkit.data.emoji import SKIN_TONES
 from clipkit.moderation import PolicyScorer, audit, calibrate, confusion, largest_gap, wilson_interval
 from clipkit.moderation.worlds import (
     EMOJI_COUNTERS, EMOJI_POLICY, TEST_BACKGROUNDS, TRAINING_BACKGROUNDS, VALIDATION_BACKGROUNDS, emoji_moderation_set,
-    emoji_training_pairs, with_counters,
+    emoji_training_pairs, split_renders, with_counters,
 )
+from clipkit.moderation.worlds import concat
 
 TARGET_PRECISION = 0.9
 # Where precision 0.9 is out of reach a rule never fires and has no error rates to compare; the audit is
@@ -106,12 +115,14 @@ def main() -> None:
     backgrounds = VALIDATION_BACKGROUNDS[:1] if args.quick else TRAINING_BACKGROUNDS
     model, final_loss, train_images = train_lit(steps, args.batch_size, args.seed, backgrounds)
     train_seconds = time.perf_counter() - started
-    validation = emoji_moderation_set(32, VALIDATION_BACKGROUNDS[:1] if args.quick else VALIDATION_BACKGROUNDS)
-    test = emoji_moderation_set(32, TEST_BACKGROUNDS[:1] if args.quick else TEST_BACKGROUNDS)
-    validation, test = validation.embedded(model), test.embedded(model)  # both policies reuse the embeddings
+    # embedded once: every policy and both protocols reuse the embeddings
+    on_white = emoji_moderation_set(32, VALIDATION_BACKGROUNDS[:1] if args.quick else VALIDATION_BACKGROUNDS).embedded(model)
+    on_colour = emoji_moderation_set(32, TEST_BACKGROUNDS[:1] if args.quick else TEST_BACKGROUNDS).embedded(model)
+    validation, test = split_renders(concat([on_white, on_colour]), seed=args.seed)  # exchangeable halves
 
     before = evaluate(model, EMOJI_POLICY, validation, test, tones_only=True)
     after = evaluate(model, with_counters(EMOJI_POLICY, EMOJI_COUNTERS), validation, test, tones_only=False)
+    shifted = evaluate(model, EMOJI_POLICY, on_white, on_colour, tones_only=True)  # calibrated on white, tested on colour
 
     scorer = PolicyScorer(model, EMOJI_POLICY)
     images = test.images[: 512 if args.quick else 4096]
@@ -121,7 +132,7 @@ def main() -> None:
     images_per_second = len(images) / (time.perf_counter() - tic)
 
     print(f"LiT on emoji: {steps} steps on {train_images} pictures in {train_seconds:.0f} s (final loss {final_loss:.2f}); "
-          f"validation {len(validation)} images, test {len(test)} (other backgrounds)")
+          f"validation {len(validation)} images, test {len(test)} (each emoji's renders on 4 backgrounds split in halves at random)")
     print(f"thresholds calibrated for precision >= {TARGET_PRECISION} on validation (1.000: out of reach, the rule never fires); test figures below")
     print(f"(FPR gap: largest difference between skin tones; 'at R{AUDIT_RECALL}': thresholds calibrated for recall {AUDIT_RECALL})")
     print(f"{'rule':<22}{'setting':<8}{'thresh':>8}{'val P':>8}{'test P':>8}{'95% interval':>15}{'flagged':>8}{'test R':>8}"
@@ -132,6 +143,12 @@ def main() -> None:
             low, high = row["precision_interval"]
             print(f"{name:<22}{label:<8}{row['threshold']:>8.3f}{row['validation_precision']:>8.2f}{row['precision']:>8.2f}"
                   f"{f'{low:.2f}-{high:.2f}':>15}{row['flagged']:>8}{row['recall']:>8.2f}{row['fpr_gap']:>9.3f}{row['fpr_gap_recall']:>9.3f}  {row['worst']} / {row['best']}")
+    print(f"under a change of background: calibrated on {len(on_white)} renders on white and light grey, "
+          f"tested on {len(on_colour)} on pale blue and pale green (before the mitigation)")
+    print(f"{'rule':<22}{'thresh':>8}{'test P':>8}{'95% interval':>15}{'flagged':>8}{'test R':>8}")
+    for name, row in shifted.items():
+        low, high = row["precision_interval"]
+        print(f"{name:<22}{row['threshold']:>8.3f}{row['precision']:>8.2f}{f'{low:.2f}-{high:.2f}':>15}{row['flagged']:>8}{row['recall']:>8.2f}")
     print(f"scoring: {images_per_second:,.0f} images/s on {torch.get_num_threads()} CPU thread(s), {len(EMOJI_POLICY.rules)} rules")
 
     def worst(rows, key):
@@ -149,6 +166,9 @@ def main() -> None:
             figures[f"{key}_test_precision_low95_{label}"], figures[f"{key}_test_precision_high95_{label}"] = rows[name]["precision_interval"]
             figures[f"{key}_fpr_gap_{label}"] = rows[name]["fpr_gap"]
             figures[f"{key}_fpr_gap_at_recall_{label}"] = rows[name]["fpr_gap_recall"]
+        figures[f"{key}_shifted_test_precision_before"] = shifted[name]["precision"]
+        figures[f"{key}_shifted_test_recall_before"] = shifted[name]["recall"]
+        figures[f"{key}_shifted_test_flagged_images_before"] = shifted[name]["flagged"]
     figures["largest_skin_tone_fpr_gap_before"] = worst(before, "fpr_gap")
     figures["largest_skin_tone_fpr_gap_after"] = worst(after, "fpr_gap")
     figures["largest_skin_tone_fpr_gap_at_recall_before"] = worst(before, "fpr_gap_recall")

@@ -66,10 +66,10 @@ class VisionTransformer(nn.Module):
         return self.ln_pre(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.transformer(self.tokens(images))
+        class_state = self.transformer(self.tokens(images), pool_index=0)  # [B, width]: the class token's final state
         # LayerNorm acts per token, so normalising only the class token gives what OpenAI's
         # ln_post-then-pick computes, without normalising grid² tokens that are thrown away.
-        return self.projection(self.ln_post(x[:, 0]))
+        return self.projection(self.ln_post(class_state))
 
 
 class BasicBlock(nn.Module):

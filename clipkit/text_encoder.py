@@ -61,10 +61,13 @@ class TextEncoder(nn.Module):
 
     def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
         """Per-token features [B, L, width] after the final LayerNorm."""
+        return self.ln_final(self.transformer(self.embed(tokens)))
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The Transformer's input: token plus position embeddings, [B, L, width]."""
         self.check_tokens(tokens)
         length = tokens.shape[1]
-        x = self.token_embedding(tokens) + self.positional_embedding[:length]
-        return self.ln_final(self.transformer(x))
+        return self.token_embedding(tokens) + self.positional_embedding[:length]
 
     def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """Index of each caption's end-of-text token, [B].
@@ -92,7 +95,12 @@ class TextEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = trim_padding(tokens)
-        return self.projection(self.pool(self.hidden_states(tokens), tokens))
+        if type(self).pool is not TextEncoder.pool:  # a subclass's own pooling needs every token's features
+            return self.projection(self.pool(self.hidden_states(tokens), tokens))
+        # Only the end-of-text token is kept, so the last block runs for it alone (Transformer.forward);
+        # LayerNorm acts per token, so normalising the pooled one equals normalising all, then picking.
+        pooled = self.transformer(self.embed(tokens), pool_index=self.eot_positions(tokens))  # [B, width]
+        return self.projection(self.ln_final(pooled))
 
 
 def trim_padding(tokens: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from clipkit.data import emoji
 from clipkit.moderation import Policy, PolicyScorer, Rule
 from clipkit.moderation.worlds import (
     EMOJI_COUNTERS, EMOJI_POLICY, NO_TONE, SHAPES_POLICY, TEST_BACKGROUNDS, TRAINING_BACKGROUNDS, VALIDATION_BACKGROUNDS,
-    emoji_moderation_set, emoji_training_pairs, shapes_moderation_set, with_counters,
+    ModerationSet, concat, emoji_moderation_set, emoji_training_pairs, shapes_moderation_set, split_renders, with_counters,
 )
 
 FONT = next((p for p in emoji.FONT_PATHS if p.is_file()), None)
@@ -51,6 +51,46 @@ def test_with_counters_adds_counter_descriptions_once():
 def emoji_cache(tmp_path_factory):
     """One cache for this module's tests: each renders the same 16 px emoji on white (seconds), once."""
     return tmp_path_factory.mktemp("emoji-cache")
+
+
+def _renders(names: int, backgrounds: int) -> ModerationSet:
+    """`names` pictures, each rendered on `backgrounds` backgrounds (pixel value = background), as emoji_moderation_set lays them out."""
+    images = torch.arange(backgrounds).repeat_interleave(names).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).to(torch.uint8)
+    captions = [f"emoji {i}" for i in range(names)] * backgrounds
+    labels = {"weapons": torch.tensor([i % 3 == 0 for i in range(names)] * backgrounds)}
+    return ModerationSet(images.contiguous(), captions, labels, ["none"] * len(captions), torch.randn(len(captions), 4))
+
+
+@pytest.mark.parametrize("backgrounds", [2, 3, 4])
+def test_split_renders_gives_each_side_every_picture_on_a_random_half_of_its_backgrounds(backgrounds):
+    data = _renders(names=40, backgrounds=backgrounds)
+    validation, test = split_renders(data, seed=0)
+    assert len(validation) + len(test) == len(data)
+    # every render lands on exactly one side (image and embedding travel together)
+    pairs = {(c, int(i[0, 0, 0])) for c, i in zip(validation.captions + test.captions, torch.cat([validation.images, test.images]))}
+    assert len(pairs) == len(data)
+    for side in (validation, test):
+        index = [data.captions.index(c) + 40 * int(i[0, 0, 0]) for c, i in zip(side.captions, side.images)]
+        torch.testing.assert_close(side.embeddings, data.embeddings[index])
+        assert torch.equal(side.labels["weapons"], data.labels["weapons"][index])
+    # each side holds every picture, on half its backgrounds (the odd one out alternating)
+    for caption in set(data.captions):
+        assert validation.captions.count(caption) + test.captions.count(caption) == backgrounds
+        assert backgrounds // 2 <= validation.captions.count(caption) <= (backgrounds + 1) // 2
+    assert abs(len(validation) - len(test)) <= 1
+    # which backgrounds go where is random: not always the first ones, and the same for the same seed
+    chosen = [int(i[0, 0, 0]) for i in validation.images]
+    assert len(set(chosen)) == backgrounds
+    again, _ = split_renders(data, seed=0)
+    other, _ = split_renders(data, seed=1)
+    assert torch.equal(again.images, validation.images) and not torch.equal(other.images, validation.images)
+
+
+def test_concat_keeps_embeddings_only_when_every_part_has_them():
+    a, b = _renders(4, 1), _renders(3, 1)
+    joined = concat([a, b])
+    torch.testing.assert_close(joined.embeddings, torch.cat([a.embeddings, b.embeddings]))
+    assert concat([a, ModerationSet(b.images, b.captions, b.labels, b.groups)]).embeddings is None
 
 
 @needs_font

@@ -64,6 +64,31 @@ def test_self_attention_matches_torch_multihead_attention_with_an_additive_causa
     torch.testing.assert_close(attention(x), expected, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("index", ["first", "per_row"])
+def test_the_pooled_last_block_gives_the_full_pass_at_the_kept_token_with_the_same_gradients(causal, index):
+    torch.manual_seed(0)
+    transformer = Transformer(width=16, layers=3, heads=4, causal=causal)
+    x = torch.randn(5, 9, 16, requires_grad=True)
+    keep = 0 if index == "first" else torch.tensor([8, 0, 3, 5, 8])  # per row, as the end-of-text positions are
+    rows = torch.arange(5)
+    full = transformer(x)[:, 0] if index == "first" else transformer(x)[rows, keep]  # [B, width]
+    pooled = transformer(x, pool_index=keep)
+    torch.testing.assert_close(pooled, full, atol=1e-6, rtol=1e-5)
+    weights = torch.randn(16)
+    full_grads = torch.autograd.grad((full @ weights).sum(), [x, *transformer.parameters()])
+    pooled_grads = torch.autograd.grad((pooled @ weights).sum(), [x, *transformer.parameters()])
+    for expected, actual in zip(full_grads, pooled_grads):
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_the_encoders_pool_through_the_short_last_block_and_agree_with_their_per_token_features(encoder):
+    tokens = captions([1, 6, 3, 9])
+    hidden = encoder.hidden_states(tokens)  # the full pass over every token
+    expected = encoder.projection(hidden[torch.arange(4), encoder.eot_positions(tokens)])
+    torch.testing.assert_close(encoder(tokens), expected, atol=1e-6, rtol=1e-5)
+
+
 def test_attention_weights_are_causal_rows_of_probabilities():
     q, k = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
     weights = attention_weights(q, k, causal=True)

@@ -103,9 +103,32 @@ class ModerationSet:
 
 
 def concat(sets: Sequence[ModerationSet]) -> ModerationSet:
+    """One set of all of these, in order; embeddings kept when every set has them."""
+    embedded = all(s.embeddings is not None for s in sets)
     return ModerationSet(torch.cat([s.images for s in sets]), [c for s in sets for c in s.captions],
                          {name: torch.cat([s.labels[name] for s in sets]) for name in sets[0].labels},
-                         [g for s in sets for g in s.groups])
+                         [g for s in sets for g in s.groups], torch.cat([s.embeddings for s in sets]) if embedded else None)
+
+
+def split_renders(data: ModerationSet, seed: int = 0) -> tuple[ModerationSet, ModerationSet]:
+    """Validation and test sets that are exchangeable: each emoji's renders (one per background) shuffled,
+    half of them to each side (the odd one out alternates), so both sides hold every emoji on a random
+    half of the backgrounds.
+
+    A threshold calibrated on one side keeps its precision on the other only when both are drawn from
+    the same distribution; calibrating on white and testing on pale blue measures a change of
+    renderer as well (alcohol and tobacco: precision 0.38 at a 0.9 calibration, benchmarks/moderation.py)."""
+    generator = torch.Generator().manual_seed(seed)
+    renders: dict[str, list[int]] = {}
+    for index, caption in enumerate(data.captions):
+        renders.setdefault(caption, []).append(index)
+    validation, test = [], []
+    for number, indices in enumerate(renders.values()):
+        shuffled = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
+        half = (len(shuffled) + number % 2) // 2
+        validation += shuffled[:half]
+        test += shuffled[half:]
+    return data.subset(sorted(validation)), data.subset(sorted(test))
 
 
 def shapes_moderation_set(world, size: int, seed: int = 0, split: str = "train") -> ModerationSet:
