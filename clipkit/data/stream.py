@@ -98,9 +98,13 @@ class ShapesSource:
         self.world.to(device)
         return self
 
+    def sample(self, size: int, seed: int, step: int):
+        """The world's sample behind `batch(size, seed, step, ...)`: its images, captions and scenes."""
+        # Seed [seed, step] draws exactly what `ShapesWorld.batches(seed)` yields at `step`.
+        return self.world.sample(size, seed=[seed, step], swapped_twins=self.swapped_twins)
+
     def batch(self, size: int, seed: int, step: int, hard_negatives: bool, attributes: bool) -> Batch:
-        # `sample` with seed [seed, step] draws exactly what `ShapesWorld.batches(seed)` yields at `step`.
-        sample = self.world.sample(size, seed=[seed, step], swapped_twins=self.swapped_twins)
+        sample = self.sample(size, seed, step)
         # Groups by caption: a twin's caption differs from its original's (colours exchanged), so the
         # two are negatives of each other, while equal captions still describe each other's images.
         batch = Batch(sample.images, sample.captions, [caption.lower() for caption in sample.captions])
