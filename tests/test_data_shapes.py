@@ -7,10 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from clipkit.data import COLOURS, ShapesConfig, ShapesWorld, make_loader
 from clipkit.data.negatives import swap_attribute
 from clipkit.data.shapes import INVERSE_RELATIONS, RELATIONS, Scene, shape_mask
+from clipkit.data.transforms import jpeg_roundtrip
 
 RELATION_PATTERN = re.compile(r"\b(left of|right of|above|below)\b")
 
@@ -410,11 +412,36 @@ def test_random_world_spec_round_trips():
     "field, value",
     [("variation", "wobbly"), ("max_rotation", 90.0), ("size_spread", 0.5), ("shade", 1.0), ("p_outline", 1.5),
      ("p_any_background", -0.1), ("p_gradient", 2), ("p_pattern", 1.2), ("texture", 300.0), ("max_blur", 5.0), ("max_noise", -1.0),
-     ("max_rotation", "lots")],
+     ("p_jpeg", 1.5), ("min_jpeg_quality", 0), ("min_jpeg_quality", 100), ("max_rotation", "lots")],
 )
 def test_bad_randomisation_fields_are_named_with_their_range(field, value):
     with pytest.raises(ValueError, match=field):
         ShapesConfig(**{"variation": "random", field: value})
+
+
+def test_random_world_compresses_its_share_of_pictures_as_pil_would_and_nothing_else():
+    config = ShapesConfig(variation="random", p_jpeg=0.5, min_jpeg_quality=20)
+    world, plain = ShapesWorld(config), ShapesWorld(replace(config, p_jpeg=0.0))
+    rng = np.random.default_rng(4)  # what sample(200, seed=4) draws: the scenes, then the pixels' seed
+    layout, _ = world._described_layout(200, rng, "train", None, None)
+    render_seed = int(rng.integers(2**63))
+    qualities = layout.random.jpeg_quality.copy()
+    assert 60 <= (qualities > 0).sum() <= 140 and qualities[qualities > 0].min() >= 20 and qualities.max() <= 95
+    sample = world.sample(200, seed=4)
+    assert torch.equal(sample.images, world.sample(200, seed=4).images)  # deterministic for a seed
+    # The same picture drawn by hand, then saved and read back with PIL at each image's quality.
+    layout.random.jpeg_quality = np.zeros_like(qualities)
+    sharp = world.renderer.render(layout, render_seed)
+    compressed = qualities > 0
+    expected = torch.stack([
+        torch.from_numpy(np.array(jpeg_roundtrip(Image.fromarray(image.permute(1, 2, 0).numpy()), quality))).permute(2, 0, 1)
+        if quality else image
+        for image, quality in zip(sharp, qualities)
+    ])
+    assert torch.equal(sample.images, expected)
+    assert not torch.equal(sample.images[compressed], sharp[compressed])
+    # Without JPEG the world draws what it drew before the option existed.
+    assert torch.equal(plain.sample(64, seed=4).images, ShapesWorld(ShapesConfig(variation="random")).sample(64, seed=4).images)
 
 
 def test_random_split_keeps_heldout_pairs_out_of_training_images_and_captions(random_world):

@@ -161,3 +161,21 @@ def test_pil_images_without_a_transform_get_a_helpful_error():
 
     with pytest.raises(TypeError, match="build_transform"):
         next(iter(make_loader(Pictures(), batch_size=2, num_workers=0)))
+
+
+def test_jpeg_images_compress_each_image_at_its_own_quality_as_pil_does():
+    import io
+
+    from clipkit.data.transforms import jpeg_images
+
+    images = torch.randint(0, 256, (3, 3, 24, 24), dtype=torch.uint8)
+    out = jpeg_images(images, [10, 50, 95])
+    for image, quality, got in zip(images, [10, 50, 95], out):
+        buffer = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=quality)
+        reference = np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+        assert torch.equal(got, torch.from_numpy(reference).permute(2, 0, 1))
+    errors = [(out[i].float() - images[i].float()).abs().mean() for i in range(3)]
+    assert errors[0] > errors[1] > errors[2] > 0  # lower quality, larger loss
+    with pytest.raises(ValueError, match="one JPEG quality per image"):
+        jpeg_images(images, [50])

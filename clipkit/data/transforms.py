@@ -129,6 +129,31 @@ def augment_shapes_batch(
     return (x * scale.to(device) + noise.to(device)).clamp(0.0, 1.0)
 
 
+def jpeg_roundtrip(image, quality: int):
+    """A PIL image saved as a JPEG at `quality` (1-95) and read back: the 8x8 blocks, ringing and
+    halved colour resolution of a compressed photo."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def jpeg_images(images: torch.Tensor, qualities: Sequence[int]) -> torch.Tensor:
+    """uint8 [N, 3, H, W] each passed through `jpeg_roundtrip` at its own quality, on their device."""
+    import numpy as np
+    from PIL import Image
+
+    if len(qualities) != len(images):
+        raise ValueError(f"one JPEG quality per image: got {len(qualities)} qualities for {len(images)} images")
+    pixels = images.permute(0, 2, 3, 1).cpu().numpy()  # [N, 3, H, W] -> [N, H, W, 3] for PIL
+    out = np.stack([np.asarray(jpeg_roundtrip(Image.fromarray(p), q)) for p, q in zip(pixels, qualities)])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(images.device)  # [N, H, W, 3] -> [N, 3, H, W]
+
+
 @dataclass(eq=False)  # tensors do not compare with ==
 class CaptionedImages(torch.utils.data.Dataset):
     """Images held in memory with one caption each: what the built-in data sets return.

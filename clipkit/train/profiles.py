@@ -25,8 +25,8 @@ from clipkit.data.stream import TrainingData, build_data
 #   full random (1000)           0.67     0.71     0.64      0.54    0.69  0.39  0.14    0.68
 #   mild random (1000)           0.91     0.92     0.74      0.79    0.88  0.61  0.49    0.92
 #   mild random (1500)           0.95     0.97     0.79      0.87    0.85  0.66  0.65    0.93
-# Quiet, 2 threads (`benchmarks/robustness.py --profile cpu,cpu-robust`): cpu-robust trains in 477 s
-# (cpu: 139 s); in distribution 0.93, redrawn 0.95, combined 0.96, sketch 0.73, rotation 0.82, jpeg 0.68.
+# Quiet, 2 threads (`benchmarks/robustness.py --profile cpu,cpu-robust`): cpu-robust, then 32 channels
+# wide and 1500 steps, trained in 477 s (cpu: 139 s); in distribution 0.93, redrawn 0.95, combined 0.96, sketch 0.73, rotation 0.82, jpeg 0.68.
 # (more rotation and outlines at 1000 steps: 0.80 in distribution, sketch 0.34: harder worlds need
 # more steps than a laptop lesson has). So "cpu" stays on the grid world, which meets its
 # in-distribution targets in 5 minutes; "cpu-robust" is the model that survives a change of renderer.
@@ -36,8 +36,21 @@ from clipkit.data.stream import TrainingData, build_data
 #   first stage      seed 0                 seed 1                 seed 2
 #   32 channels      0.98 / 1.00 / 0.81     0.93 / 1.00 / 0.70
 #   16 channels      1.00 / 1.00 / 0.96     0.96 / 1.00 / 0.71     0.98 / 1.00 / 0.83
-# cpu-robust keeps 32 channels, the model its measurements above describe (its checkpoints, steer_transfer);
-# cpu-random stays cpu's recipe on the randomised world, so it narrows with cpu.
+# cpu-robust takes the 16-channel stage too, and spends the time it saves on steps: 2000 narrow steps
+# cost about what 1500 wide ones did. Each lever of the randomised world fixes its own shift and costs
+# steps everywhere else (16-channel stage, 1 thread beside other jobs, seed 0, seen pairs top-1;
+# `benchmarks/robustness.py --checkpoint`; JPEG: `p_jpeg` of the pictures saved at quality 30-95):
+#   mild world, changes (steps)           in-dist  redrawn  rotation  texture  blur  jpeg  sketch  combined
+#   none (1500)                            0.95     1.00     0.79      0.91    0.89  0.70  0.79    0.98
+#   none (2000): cpu-robust                0.99     1.00     0.81      0.97    0.93  0.75  0.83    1.00
+#   JPEG 0.2 (1500)                        0.93     0.96     0.79      0.88    0.90  0.88  0.71    0.95
+#   JPEG 0.2 (2000)                        0.94     0.98     0.81      0.95    0.91  0.91  0.79    0.98
+#   JPEG 0.2, turns to 30 degrees (2000)   0.94     0.95     0.94      0.88    0.84  0.81  0.83    0.94
+#   turns to 30, blur to 1.2 px (1500)     0.87     0.89     0.84      0.81    0.86  0.56  0.33    0.89
+#   + JPEG 0.3 from quality 20 (1500)      0.78     0.80     0.72      0.72    0.73  0.65  0.34    0.83
+# Held-out among held-out stays 0.93-1.00 throughout. No run meets every target: the suites want all
+# the levers, and this small CNN absorbs them only with more steps than a laptop lesson has.
+# cpu-robust is the run that keeps the in-distribution targets and misses only rotation and JPEG.
 _CPU: dict[str, Any] = {
     "preset": "tiny-cpu",
     "model": {"vision": {"cnn_stem_stride": 1, "cnn_channels": [16, 64, 128]}},
@@ -45,7 +58,6 @@ _CPU: dict[str, Any] = {
     "train": {"steps": 500, "batch_size": 128, "lr": 2e-3, "warmup_steps": 50, "eval_every": 100,
               "attribute_weight": 0.5},
 }
-_WIDE_STEM = {"vision": {"cnn_stem_stride": 1, "cnn_channels": [32, 64, 128]}}  # cpu's model before its first stage narrowed
 
 # Profiles are plain data: the model preset (with overrides), the data spec and the TrainConfig fields.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -62,14 +74,13 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": _CPU,
     "cpu-grid": _CPU,
     "cpu-random": {**_CPU, "data": {"shapes": {**_CPU["data"]["shapes"], "variation": "random"}}},
-    # The laptop profile that survives a change of renderer (see _CPU's table): a milder randomised
-    # world (turns up to 15 degrees, light blur, some outlines), 3x cpu's steps, full-weight attribute texts.
+    # The laptop profile that survives a change of renderer (see _CPU's tables): a milder randomised
+    # world (turns up to 15 degrees, light blur, some outlines), 4x cpu's steps, full-weight attribute texts.
     "cpu-robust": {
         **_CPU,
-        "model": _WIDE_STEM,
         "data": {"shapes": {**_CPU["data"]["shapes"], "variation": "random", "max_rotation": 15.0,
                             "max_blur": 0.6, "p_outline": 0.15, "size_spread": 0.1}},
-        "train": {**_CPU["train"], "steps": 1500, "attribute_weight": 1.0},
+        "train": {**_CPU["train"], "steps": 2000, "attribute_weight": 1.0},
     },
     # The laptop profile for a model that knows where things are (notebook 08 steers "on the left"):
     # average pooling forgets position (cpu's models place objects at chance), so its CNN also pools
@@ -102,6 +113,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     # 0.93 / 0.94 / 0.82 in 790 s. So the profile trains 1000 steps: the binding targets in under 10 minutes.
     # A complete 1000-step run (1 thread beside another job) ended at binding 0.88 / 0.89 / 0.75, held-out
     # among held-out 1.00, among all 0.86, but seen pairs 0.94: seen pairs are still rising at step 1000.
+    # 1100 steps (1 thread beside other jobs) end at seen 0.97, held-out 1.00 and 0.79, binding 0.89 / 0.88 /
+    # 0.74: seen pairs sit at 0.94-0.98 from step 1000 on (256 images: +-0.01) and reach 1.00 by step 1500.
     "cpu-binding": {
         "preset": "tiny-cpu",
         "model": {"vision": {**_CPU["model"]["vision"], "cnn_pool": "centroid"}},

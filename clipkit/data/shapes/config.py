@@ -25,6 +25,8 @@ _RANDOM_RANGES = {
     "texture": (0.0, 64.0),
     "max_blur": (0.0, 2.0),
     "max_noise": (0.0, 32.0),
+    "p_jpeg": (0.0, 1.0),
+    "min_jpeg_quality": (5, 95),
 }
 
 
@@ -63,6 +65,8 @@ class ShapesConfig:
     p_pattern: float = 0.3  # chance a background also carries stripes or checks
     max_blur: float = 1.5  # most Gaussian blur, in pixels of standard deviation (0-2)
     max_noise: float = 6.0  # most per-pixel noise, standard deviation on the 0-255 scale (0-32)
+    p_jpeg: float = 0.0  # chance a picture is saved as a JPEG and read back (blocks, ringing, smeared colour); 0 keeps older random worlds' pictures
+    min_jpeg_quality: int = 30  # lowest JPEG quality drawn (5-95); each JPEG's quality is uniform up to 95
 
     def __post_init__(self):
         if self.image_size < 16:

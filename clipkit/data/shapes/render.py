@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from clipkit.data.shapes.masks import UNIT_EXTENT, shape_mask, unit_masks
 from clipkit.data.shapes.variation import DARK_MAX
+from clipkit.data.transforms import jpeg_images
 
 _RENDER_CHUNK = 2048  # grid images drawn at once: bounds the float32 canvas at 64 px to ~100 MB
 _RANDOM_SUBPIXELS = 2**22  # random world: sub-pixels sampled at once, which bounds its chunk's memory
@@ -159,6 +160,10 @@ class ShapesRenderer:
             noise = torch.randn(canvas.shape, generator=generator, device=self.device)
             canvas += noise * to(rnd.noise[part])[:, None, None, None]
             images[part] = canvas.round_().clamp_(0, 255).to(torch.uint8)
+        compressed = np.flatnonzero(rnd.jpeg_quality > 0)
+        if len(compressed):  # JPEG is a CPU codec: those pictures go through PIL and come back
+            where = torch.from_numpy(compressed).to(self.device)
+            images[where] = jpeg_images(images[where], rnd.jpeg_quality[compressed].tolist())
         return images
 
     def _coverage(self, shape_ids, centres, diameters, angles, outline) -> torch.Tensor:

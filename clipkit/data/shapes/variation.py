@@ -7,7 +7,7 @@ module decides how it is drawn, within what keeps every word true:
   objects, on the relation's side of the other, far enough along that axis that they never touch;
 - a turn, a shade of the palette colour that stays nearer it than any other palette colour, an
   outline-only style, a background (dark tint or any colour, a gradient, a smooth texture, stripes
-  or checks), blur and noise.
+  or checks), blur, noise and JPEG compression.
 All of it is numbers per object or per image, drawn from the layout's numpy generator, so a scene is
 the same on every device; the renderer (`clipkit.data.shapes.render`) turns them into pixels.
 """
@@ -44,6 +44,7 @@ class Randomisation:
     pattern_amplitude: np.ndarray  # float [N, 3], the pattern's swing per channel (0-255 scale)
     blur: np.ndarray  # float [N], Gaussian blur's standard deviation in pixels
     noise: np.ndarray  # float [N], per-pixel noise's standard deviation (0-255 scale)
+    jpeg_quality: np.ndarray  # int [N], the quality each picture is saved as a JPEG at; 0: not compressed
 
 
 def region_of(x: float, y: float) -> str:
@@ -100,10 +101,15 @@ def draw_randomisation(config, size_fractions: np.ndarray, positions: np.ndarray
     pattern_amplitude = rng.uniform(-config.texture, config.texture, (n, 3))
     blur = rng.uniform(0, config.max_blur, n) * (rng.random(n) < 0.5)  # half the pictures sharp
     noise = rng.uniform(0, config.max_noise, n)
+    # Drawn only where the world compresses, so worlds without JPEG keep their pictures draw for draw.
+    jpeg_quality = np.zeros(n, dtype=np.int64)
+    if config.p_jpeg > 0:
+        quality = rng.integers(int(config.min_jpeg_quality), 96, n)
+        jpeg_quality = np.where(rng.random(n) < config.p_jpeg, quality, 0)
     # The second slot of a one-object image is never drawn; give it the first slot's place anyway.
     centres = np.where(two[:, None, None], centres, centres[:, :1])
     return Randomisation(
         centres=centres * side, diameters=diameters * side, angles=angles, outline=outline, shade_unit=shade_unit,
         backgrounds=backgrounds, gradient=gradient, texture=texture, pattern=pattern,
-        pattern_amplitude=pattern_amplitude, blur=blur, noise=noise,
+        pattern_amplitude=pattern_amplitude, blur=blur, noise=noise, jpeg_quality=jpeg_quality,
     )

@@ -12,10 +12,10 @@ drawn here too: everything one image needs, given plain numbers. `suites.py` dec
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from clipkit.data.transforms import jpeg_roundtrip
 
 
 def _regular(corners: int, phase: float) -> np.ndarray:
@@ -148,8 +148,5 @@ def finish(canvas: np.ndarray, blur: float = 0.0, jpeg_quality: int | None = Non
     if blur > 0:
         image = image.filter(ImageFilter.GaussianBlur(radius=float(blur)))
     if jpeg_quality is not None:
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=int(jpeg_quality))
-        buffer.seek(0)
-        image = Image.open(buffer).convert("RGB")
+        image = jpeg_roundtrip(image, jpeg_quality)
     return np.asarray(image, dtype=np.uint8)
