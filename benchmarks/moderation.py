@@ -35,7 +35,10 @@ handshakes and nail polish, which the default-tone calibration set never shows. 
 tone (the mitigation), toned handshakes outscore most drinks, and the rule never fires, with more
 counter-descriptions ("a handshake", "a soft drink") too. Descriptions nearer the emoji's names ("a beer
 mug", "a smoking symbol") reach 0.60 on 10 flagged; after 2000 steps, 0.67 on 3 and 1.00 on 4 flagged:
-too few to meet or miss a target. A rule whose false alarms are skin-toned hands is the audit's point
+too few to meet or miss a target. A larger image tower does not help either (1000 steps, seed 0, 1
+thread beside other jobs): with a full-resolution stem (its first stage sees 32x32, not 16x16)
+neither weapons nor alcohol flags a single test image; 48 px pictures give alcohol 0.75 on 4 flagged,
+and weapons never fires. A rule whose false alarms are skin-toned hands is the audit's point
 made by the rule itself.
 Longer training saturates the scores (a logit scale of 100: thresholds of 0.999 and above, ties at
 1.0), so calibration loses its resolution. The default trains 1000 steps on backgrounds that

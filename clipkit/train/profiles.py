@@ -26,7 +26,8 @@ from clipkit.data.stream import TrainingData, build_data
 #   mild random (1000)           0.91     0.92     0.74      0.79    0.88  0.61  0.49    0.92
 #   mild random (1500)           0.95     0.97     0.79      0.87    0.85  0.66  0.65    0.93
 # Quiet, 2 threads (`benchmarks/robustness.py --profile cpu,cpu-robust`): cpu-robust, then 32 channels
-# wide and 1500 steps, trained in 477 s (cpu: 139 s); in distribution 0.93, redrawn 0.95, combined 0.96, sketch 0.73, rotation 0.82, jpeg 0.68.
+# wide and 1500 steps, trained in 477 s (cpu: 139 s); in distribution 0.93, redrawn 0.95, combined
+# 0.96, sketch 0.73, rotation 0.82, jpeg 0.68.
 # (more rotation and outlines at 1000 steps: 0.80 in distribution, sketch 0.34: harder worlds need
 # more steps than a laptop lesson has). So "cpu" stays on the grid world, which meets its
 # in-distribution targets in 5 minutes; "cpu-robust" is the model that survives a change of renderer.
@@ -36,21 +37,29 @@ from clipkit.data.stream import TrainingData, build_data
 #   first stage      seed 0                 seed 1                 seed 2
 #   32 channels      0.98 / 1.00 / 0.81     0.93 / 1.00 / 0.70
 #   16 channels      1.00 / 1.00 / 0.96     0.96 / 1.00 / 0.71     0.98 / 1.00 / 0.83
-# cpu-robust takes the 16-channel stage too, and spends the time it saves on steps: 2000 narrow steps
-# cost about what 1500 wide ones did. Each lever of the randomised world fixes its own shift and costs
-# steps everywhere else (16-channel stage, 1 thread beside other jobs, seed 0, seen pairs top-1;
-# `benchmarks/robustness.py --checkpoint`; JPEG: `p_jpeg` of the pictures saved at quality 30-95):
+# cpu-robust takes the 16-channel stage too, and spends the time it saves on steps. Each lever of the
+# randomised world fixes its own shift and costs steps everywhere else (16-channel stage, 1 thread
+# beside another job, seed 0, seen pairs top-1; `benchmarks/robustness.py --checkpoint`; JPEG: `p_jpeg`
+# of the pictures saved at quality 30-95):
 #   mild world, changes (steps)           in-dist  redrawn  rotation  texture  blur  jpeg  sketch  combined
 #   none (1500)                            0.95     1.00     0.79      0.91    0.89  0.70  0.79    0.98
-#   none (2000): cpu-robust                0.99     1.00     0.81      0.97    0.93  0.75  0.83    1.00
+#   none (2000)                            0.99     1.00     0.81      0.97    0.93  0.75  0.83    1.00
 #   JPEG 0.2 (1500)                        0.93     0.96     0.79      0.88    0.90  0.88  0.71    0.95
 #   JPEG 0.2 (2000)                        0.94     0.98     0.81      0.95    0.91  0.91  0.79    0.98
 #   JPEG 0.2, turns to 30 degrees (2000)   0.94     0.95     0.94      0.88    0.84  0.81  0.83    0.94
+#     the same (3000)                      1.00     1.00     0.99      0.95    0.94  0.88  0.89    0.99
+#     the same, batch 64 (3000)            0.93     0.96     0.95      0.89    0.86  0.79  0.83    0.95
+#     the same (4000): cpu-robust          1.00     1.00     1.00      0.98    0.96  0.95  0.95    1.00
+#   JPEG 0.3, turns to 30 (3000)           1.00     1.00     0.99      0.96    0.95  0.91  0.91    0.99
 #   turns to 30, blur to 1.2 px (1500)     0.87     0.89     0.84      0.81    0.86  0.56  0.33    0.89
 #   + JPEG 0.3 from quality 20 (1500)      0.78     0.80     0.72      0.72    0.73  0.65  0.34    0.83
-# Held-out among held-out stays 0.93-1.00 throughout. No run meets every target: the suites want all
-# the levers, and this small CNN absorbs them only with more steps than a laptop lesson has.
-# cpu-robust is the run that keeps the in-distribution targets and misses only rotation and JPEG.
+# Held-out among held-out stays 0.93-1.00 throughout (1.00 at 4000 steps). With every lever the model
+# needs steps, not a bigger world: at 4000 it meets every target of issue 17 with room (held-out
+# among all 0.82-1.00), at 3000 it sits on the edge of 0.90 for jpeg (and 0.89 on a second sample of
+# 512). Half the batch for the same steps takes 0.56x the time (1078 vs 1923 s) and learns what 2000
+# full batches do (~1280 s under the same load): a sixth off the clock, not a shortcut. The price is time:
+# 4000 steps are 2792 s at 1 thread beside another job, 27-41 minutes quiet on 2 threads (0.41-0.61 s
+# a step, fast day to slow day), against the 5 minutes of a laptop lesson: the time target is missed.
 _CPU: dict[str, Any] = {
     "preset": "tiny-cpu",
     "model": {"vision": {"cnn_stem_stride": 1, "cnn_channels": [16, 64, 128]}},
@@ -74,13 +83,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": _CPU,
     "cpu-grid": _CPU,
     "cpu-random": {**_CPU, "data": {"shapes": {**_CPU["data"]["shapes"], "variation": "random"}}},
-    # The laptop profile that survives a change of renderer (see _CPU's tables): a milder randomised
-    # world (turns up to 15 degrees, light blur, some outlines), 4x cpu's steps, full-weight attribute texts.
+    # The profile that survives a change of renderer (see _CPU's tables): a milder randomised world
+    # (light blur, some outlines, sizes near the grid's) turned up to 30 degrees, a fifth of its
+    # pictures JPEG-compressed, 8x cpu's steps (half an hour on a laptop), full-weight attribute texts.
     "cpu-robust": {
         **_CPU,
-        "data": {"shapes": {**_CPU["data"]["shapes"], "variation": "random", "max_rotation": 15.0,
-                            "max_blur": 0.6, "p_outline": 0.15, "size_spread": 0.1}},
-        "train": {**_CPU["train"], "steps": 2000, "attribute_weight": 1.0},
+        "data": {"shapes": {**_CPU["data"]["shapes"], "variation": "random", "max_rotation": 30.0,
+                            "max_blur": 0.6, "p_outline": 0.15, "size_spread": 0.1, "p_jpeg": 0.2}},
+        "train": {**_CPU["train"], "steps": 4000, "attribute_weight": 1.0},
     },
     # The laptop profile for a model that knows where things are (notebook 08 steers "on the left"):
     # average pooling forgets position (cpu's models place objects at chance), so its CNN also pools
