@@ -1,6 +1,6 @@
 """Content moderation on emoji with LiT: calibrated precision and recall per rule, the skin-tone gap, throughput.
 
-    python benchmarks/moderation.py            # LiT trained 1000 steps on emoji (as notebook 11), ~2 minutes
+    python benchmarks/moderation.py            # LiT trained 2000 steps on emoji (as notebook 11), ~4 minutes
     python benchmarks/moderation.py --quick    # 5 steps, one background per split: seconds, figures meaningless
 
 A LiT model (frozen MiniLM text tower, a small CNN image tower) learns every emoji and every
@@ -17,8 +17,26 @@ precision measured on 4 flagged images can neither meet nor miss a target. The a
 false-positive rates between the six skin tones, before and after notebook 11's mitigation
 (counter-descriptions, and calibration data holding every skin tone rather than only the default
 yellow), at the precision-calibrated thresholds and, because a rule that never fires has no gap,
-also at thresholds calibrated for recall 0.5. Throughput: images scored per second (image tower +
-every rule), the policy's texts embedded once beforehand. Prints a table, then one JSON line.
+also at thresholds calibrated for recall 0.5. Each setting is measured twice more with every image
+read as the 2,010 emoji names LiT was trained on (`PolicyScorer(..., vocabulary=names)`, rows read_*).
+Throughput: images scored per second (image tower + every rule, and with the reading), the
+policy's texts embedded once beforehand. Prints a table, then one JSON line.
+
+Reading the images as the training names is what brings alcohol and tobacco to its target. The
+image tower names an emoji right 97-98% of the time on backgrounds it never saw (2000 steps), but
+its embeddings sit at a cosine of ~0.36 from those names: a rule's texts, which it never trained
+against, meet mostly noise. Scored through the names instead, the rules get the text tower's
+ranking, whose ceiling (each emoji's name embedding scored as if it were the image) is recall 0.90
+for alcohol and 0.86 for weapons at precision 0.9. Test precision / recall (flagged) at the
+precision-0.9 thresholds, before the mitigation, 2000 steps, 1 thread beside another job:
+    seed   weapons: cosine / read          alcohol & tobacco: cosine / read     people: cosine / read_after
+    0      1.00 / 0.43 (6)  1.00 / 0.86 (12)   1.00 / 0.10 (2)   0.90 / 0.90 (20)    0.93 / 0.08 (85)  0.90 / 0.19 (224)
+    1      never fires      0.92 / 0.86 (13)   0.60 / 0.15 (5)   0.88 / 0.75 (17)    0.92 / 0.06 (64)  0.90 / 0.20 (227)
+    2      1.00 / 0.14 (2)  1.00 / 0.86 (12)   never fires      0.89 / 0.80 (18)    0.94 / 0.06 (65)  0.90 / 0.19 (223)
+Read through the names, people never fires before the mitigation (names such as "womans hat" sit
+among the people), and fires at 0.90 after it; alcohol after the mitigation reads 0.79-0.86. The
+reading only works once the tower names emoji reliably: at 1000 steps, alcohol read 0.80 on 5
+flagged. Scores are float64: at these scales float32 rounded the surest shares to 1.0 and tied them.
 
 What the training recipe is worth (one thread beside another job, seed 0; test precision / recall
 at the precision-0.9 thresholds, before the mitigation):
@@ -40,9 +58,9 @@ thread beside other jobs): with a full-resolution stem (its first stage sees 32x
 neither weapons nor alcohol flags a single test image; 48 px pictures give alcohol 0.75 on 4 flagged,
 and weapons never fires. A rule whose false alarms are skin-toned hands is the audit's point
 made by the rule itself.
-Longer training saturates the scores (a logit scale of 100: thresholds of 0.999 and above, ties at
-1.0), so calibration loses its resolution. The default trains 1000 steps on backgrounds that
-neither calibration nor test uses, so that validation pictures are as new to the model as test ones.
+Longer training pushes the scores towards 1 (a logit scale of 100: thresholds of 1 - 1e-9), which
+float64 scores keep apart. The default trains 2000 steps on backgrounds that neither calibration
+nor test uses, so that validation pictures are as new to the model as test ones.
 """
 
 from __future__ import annotations
@@ -80,13 +98,21 @@ def train_lit(steps: int, batch_size: int, seed: int, backgrounds=TRAINING_BACKG
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=2e-3, weight_decay=0.05, warmup_steps=max(1, steps // 10),
                          augment=False, log_every=max(1, steps // 10), seed=seed)
     history = train(model, pairs, config, progress=False)
-    return model.eval(), history["loss"][-1], len(pairs)
+    return model.eval(), history["loss"][-1], pairs
 
 
-def evaluate(model, policy, calibration, test, tones_only: bool):
+def shown(threshold: float) -> str:
+    """A threshold as the table shows it: how far below 1 when it is within 1e-3 of it ("1": out of reach)."""
+    if threshold >= 1.0:
+        return "1"
+    return f"1-{1 - threshold:.0e}" if threshold > 0.999 else f"{threshold:.3f}"
+
+
+def evaluate(model, policy, calibration, test, tones_only: bool, vocabulary=None):
     """Calibrate on `calibration` (only default-tone and tone-less emoji when `tones_only`, else every
-    tone), then per-rule test precision/recall and the audit across skin tones, at precision 0.9 and at recall 0.5."""
-    scorer = PolicyScorer(model, policy)
+    tone), then per-rule test precision/recall and the audit across skin tones, at precision 0.9 and at
+    recall 0.5; with `vocabulary`, each image is read as those texts first (PolicyScorer)."""
+    scorer = PolicyScorer(model, policy, vocabulary=vocabulary)
     chosen = calibration.without_tones() if tones_only else calibration
     chosen_scores, chosen_labels = scorer.score_embeddings(chosen.embeddings), chosen.label_matrix(policy)
     calibrated, points = calibrate(policy, chosen_scores, chosen_labels, precision=TARGET_PRECISION)
@@ -112,17 +138,18 @@ def evaluate(model, policy, calibration, test, tones_only: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds: few steps, one background per split")
-    parser.add_argument("--steps", type=int, default=None, help="LiT training steps (default 1000; 5 with --quick)")
+    parser.add_argument("--steps", type=int, default=None, help="LiT training steps (default 2000; 5 with --quick)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    steps = args.steps or (5 if args.quick else 1000)
+    steps = args.steps or (5 if args.quick else 2000)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     started = time.perf_counter()
     # --quick trains on validation's own renders: nothing extra to draw, and its figures mean nothing anyway
     backgrounds = VALIDATION_BACKGROUNDS[:1] if args.quick else TRAINING_BACKGROUNDS
-    model, final_loss, train_images = train_lit(steps, args.batch_size, args.seed, backgrounds)
+    model, final_loss, pairs = train_lit(steps, args.batch_size, args.seed, backgrounds)
+    train_images, names = len(pairs), list(dict.fromkeys(pairs.captions))
     train_seconds = time.perf_counter() - started
     # embedded once: every policy and both protocols reuse the embeddings
     on_white = emoji_moderation_set(32, VALIDATION_BACKGROUNDS[:1] if args.quick else VALIDATION_BACKGROUNDS).embedded(model)
@@ -131,6 +158,10 @@ def main() -> None:
 
     before = evaluate(model, EMOJI_POLICY, validation, test, tones_only=True)
     after = evaluate(model, with_counters(EMOJI_POLICY, EMOJI_COUNTERS), validation, test, tones_only=False)
+    # the same two, each image read as the emoji names the model was trained on
+    read_before = evaluate(model, EMOJI_POLICY, validation, test, tones_only=True, vocabulary=names)
+    read_after = evaluate(model, with_counters(EMOJI_POLICY, EMOJI_COUNTERS), validation, test, tones_only=False, vocabulary=names)
+    settings = {"before": before, "after": after, "read_before": read_before, "read_after": read_after}
     shifted = evaluate(model, EMOJI_POLICY, on_white, on_colour, tones_only=True)  # calibrated on white, tested on colour
 
     scorer = PolicyScorer(model, EMOJI_POLICY)
@@ -139,26 +170,32 @@ def main() -> None:
     tic = time.perf_counter()
     scorer.score_images(images)
     images_per_second = len(images) / (time.perf_counter() - tic)
+    reader = PolicyScorer(model, EMOJI_POLICY, vocabulary=names)
+    tic = time.perf_counter()
+    reader.score_images(images)
+    images_per_second_read = len(images) / (time.perf_counter() - tic)
 
     print(f"LiT on emoji: {steps} steps on {train_images} pictures in {train_seconds:.0f} s (final loss {final_loss:.2f}); "
           f"validation {len(validation)} images, test {len(test)} (each emoji's renders on 4 backgrounds split in halves at random)")
-    print(f"thresholds calibrated for precision >= {TARGET_PRECISION} on validation (1.000: out of reach, the rule never fires); test figures below")
-    print(f"(FPR gap: largest difference between skin tones; 'at R{AUDIT_RECALL}': thresholds calibrated for recall {AUDIT_RECALL})")
-    print(f"{'rule':<22}{'setting':<8}{'thresh':>8}{'val P':>8}{'test P':>8}{'95% interval':>15}{'flagged':>8}{'test R':>8}"
+    print(f"thresholds calibrated for precision >= {TARGET_PRECISION} on validation (1: out of reach, the rule never fires; 1-5e-09: that far below 1); test figures below")
+    print(f"(FPR gap: largest difference between skin tones; 'at R{AUDIT_RECALL}': thresholds calibrated for recall {AUDIT_RECALL};")
+    print(f" read_*: each image read as the {len(names)} emoji names LiT was trained on before the rule is asked, PolicyScorer's vocabulary)")
+    print(f"{'rule':<22}{'setting':<12}{'thresh':>8}{'val P':>8}{'test P':>8}{'95% interval':>15}{'flagged':>8}{'test R':>8}"
           f"{'FPR gap':>9}{'at R' + str(AUDIT_RECALL):>9}  worst / best tone there")
     for name in before:
-        for label, rows in (("before", before), ("after", after)):
+        for label, rows in settings.items():
             row = rows[name]
             low, high = row["precision_interval"]
-            print(f"{name:<22}{label:<8}{row['threshold']:>8.3f}{row['validation_precision']:>8.2f}{row['precision']:>8.2f}"
+            print(f"{name:<22}{label:<12}{shown(row['threshold']):>8}{row['validation_precision']:>8.2f}{row['precision']:>8.2f}"
                   f"{f'{low:.2f}-{high:.2f}':>15}{row['flagged']:>8}{row['recall']:>8.2f}{row['fpr_gap']:>9.3f}{row['fpr_gap_recall']:>9.3f}  {row['worst']} / {row['best']}")
     print(f"under a change of background: calibrated on {len(on_white)} renders on white and light grey, "
           f"tested on {len(on_colour)} on pale blue and pale green (before the mitigation)")
     print(f"{'rule':<22}{'thresh':>8}{'test P':>8}{'95% interval':>15}{'flagged':>8}{'test R':>8}")
     for name, row in shifted.items():
         low, high = row["precision_interval"]
-        print(f"{name:<22}{row['threshold']:>8.3f}{row['precision']:>8.2f}{f'{low:.2f}-{high:.2f}':>15}{row['flagged']:>8}{row['recall']:>8.2f}")
-    print(f"scoring: {images_per_second:,.0f} images/s on {torch.get_num_threads()} CPU thread(s), {len(EMOJI_POLICY.rules)} rules")
+        print(f"{name:<22}{shown(row['threshold']):>8}{row['precision']:>8.2f}{f'{low:.2f}-{high:.2f}':>15}{row['flagged']:>8}{row['recall']:>8.2f}")
+    print(f"scoring: {images_per_second:,.0f} images/s on {torch.get_num_threads()} CPU thread(s), {len(EMOJI_POLICY.rules)} rules; "
+          f"read as {len(names)} names first: {images_per_second_read:,.0f} images/s")
 
     def worst(rows, key):
         gaps = [row[key] for row in rows.values() if not math.isnan(row[key])]
@@ -168,7 +205,7 @@ def main() -> None:
                "validation_images": len(validation), "test_images": len(test)}
     for name in before:
         key = name.replace(" ", "_")
-        for label, rows in (("before", before), ("after", after)):
+        for label, rows in settings.items():
             figures[f"{key}_test_precision_{label}"] = rows[name]["precision"]
             figures[f"{key}_test_recall_{label}"] = rows[name]["recall"]
             figures[f"{key}_test_flagged_images_{label}"] = rows[name]["flagged"]
@@ -178,12 +215,12 @@ def main() -> None:
         figures[f"{key}_shifted_test_precision_before"] = shifted[name]["precision"]
         figures[f"{key}_shifted_test_recall_before"] = shifted[name]["recall"]
         figures[f"{key}_shifted_test_flagged_images_before"] = shifted[name]["flagged"]
-    figures["largest_skin_tone_fpr_gap_before"] = worst(before, "fpr_gap")
-    figures["largest_skin_tone_fpr_gap_after"] = worst(after, "fpr_gap")
-    figures["largest_skin_tone_fpr_gap_at_recall_before"] = worst(before, "fpr_gap_recall")
-    figures["largest_skin_tone_fpr_gap_at_recall_after"] = worst(after, "fpr_gap_recall")
+    for label, rows in settings.items():
+        figures[f"largest_skin_tone_fpr_gap_{label}"] = worst(rows, "fpr_gap")
+        figures[f"largest_skin_tone_fpr_gap_at_recall_{label}"] = worst(rows, "fpr_gap_recall")
     figures["audit_recall"] = AUDIT_RECALL
     figures["images_per_second"] = round(images_per_second, 1)
+    figures["images_per_second_read"] = round(images_per_second_read, 1)
     print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in figures.items()}))
 
 

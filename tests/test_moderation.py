@@ -85,11 +85,11 @@ def _manual_scores(model, policy, images):
         rows = [F.normalize(embed_texts(model, [t.format(x) for t in policy.templates]).mean(0), dim=-1) for x in texts]
         return torch.stack(rows)
 
-    image_rows = embed_images(model, images)
+    image_rows = embed_images(model, images).double()
     columns = []
     for rule in policy.rules:
-        flagged = ensemble(rule.descriptions)
-        others = ensemble(list(rule.counter) + [n for n in policy.neutral if n not in rule.counter])
+        flagged = ensemble(rule.descriptions).double()
+        others = ensemble(list(rule.counter) + [n for n in policy.neutral if n not in rule.counter]).double()
         logits = model.logit_scale_exp().item() * image_rows @ torch.cat([flagged, others]).T
         columns.append(logits.softmax(-1)[:, : len(rule.descriptions)].sum(-1))
     return torch.stack(columns, dim=1)
@@ -129,7 +129,48 @@ def test_a_rule_with_nothing_to_weigh_against_scores_its_best_cosine(tiny_word_c
     lonely = Policy(rules=(Rule("reds", ("a red circle", "a red star")),), neutral=())
     cosines = embed_images(tiny_word_clip, images) @ embed_texts(tiny_word_clip, ["a red circle", "a red star"]).T
     expected = (cosines.max(dim=1).values + 1) / 2
-    torch.testing.assert_close(PolicyScorer(tiny_word_clip, lonely).score_images(images)[:, 0], expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(PolicyScorer(tiny_word_clip, lonely).score_images(images)[:, 0], expected.double(), atol=1e-5, rtol=0)
+
+
+def test_scores_keep_their_order_where_float32_would_round_them_to_one(tiny_word_clip):
+    """Images a rule is sure of (shares of 1 - 1e-9 and beyond) keep distinct, correctly ordered scores:
+    each agrees with its log-odds (flagged logits' logsumexp minus the others'), recomputed apart."""
+    scorer = PolicyScorer(tiny_word_clip, SHAPES_POLICY)
+    scorer.scale = 100.0
+    classes = scorer.classes[0, : int(scorer.sizes[0])]  # rule 0: 2 descriptions, then 3 others
+    towards = torch.linspace(-1.0, 1.0, 401, dtype=torch.float64)[:, None]
+    images = F.normalize(classes[0] + towards * (classes[0] - classes[2:].mean(0)), dim=-1)  # [401, D], ever surer
+    logits = scorer.scale * images @ classes.T
+    log_odds = torch.logsumexp(logits[:, :2], -1) - torch.logsumexp(logits[:, 2:], -1)
+    # shares between 1 - 1e-8 (float32's last step below 1 is 6e-8) and 1 - 1e-14 (float64's resolution)
+    sure = (log_odds > 18.5) & (log_odds < 32)
+    assert sure.sum() >= 5, "the test needs images float32 cannot tell apart"
+    images, log_odds = images[sure], log_odds[sure]
+    scores = scorer.score_embeddings(images)[:, 0]
+    assert scores.float().unique().numel() < len(scores) <= scores.unique().numel()
+    torch.testing.assert_close(torch.log(scores) - torch.log1p(-scores), log_odds, rtol=1e-3, atol=1e-3)
+
+
+def test_reading_images_as_a_vocabulary_matches_a_loop_and_scores_what_it_reads(tiny_word_clip, world32):
+    from clipkit.interface import embed_images, embed_texts
+    from clipkit.moderation import read_as_vocabulary
+
+    vocabulary = ["a red circle", "a blue square", "a green star", "a yellow heart"]
+    images = world32.sample(5, seed=7).images
+    scorer = PolicyScorer(tiny_word_clip, SHAPES_POLICY, vocabulary=vocabulary)
+    rows, texts = embed_images(tiny_word_clip, images).double(), embed_texts(tiny_word_clip, vocabulary).double()
+    expected = []
+    for row in rows:  # the mean of the texts, each weighted by its softmax share of the image, renormalised
+        weights = [math.exp(scorer.scale * float(row @ text)) for text in texts]
+        mixture = sum(w * text for w, text in zip(weights, texts)) / sum(weights)
+        expected.append(mixture / mixture.norm())
+    read = read_as_vocabulary(rows, texts, scorer.scale)
+    torch.testing.assert_close(read, torch.stack(expected))
+    plain = PolicyScorer(tiny_word_clip, SHAPES_POLICY)
+    torch.testing.assert_close(scorer.score_images(images), plain.score_embeddings(read))
+    # at a scale that makes the softmax a choice, an image reads exactly as its nearest text
+    nearest = texts[(rows @ texts.T).argmax(dim=1)]
+    torch.testing.assert_close(read_as_vocabulary(rows, texts, 1e4), nearest)
 
 
 def test_decide_reports_score_threshold_action(tiny_word_clip, world32):

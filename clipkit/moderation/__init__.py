@@ -36,12 +36,12 @@ from clipkit.moderation.policy import (
     policy_to_json,
     save_policy,
 )
-from clipkit.moderation.scores import PolicyScorer, flags, rule_classes, rule_scores, score_images
+from clipkit.moderation.scores import PolicyScorer, flags, read_as_vocabulary, rule_classes, rule_scores, score_images
 
 __all__ = [
     "ACTIONS", "NEUTRAL", "NEVER", "OperatingPoint", "Policy", "PolicyScorer", "Rule", "audit", "calibrate",
     "check_policy", "confusion", "flags", "group_metrics", "largest_gap", "load_policy", "plot_group_metrics",
-    "plot_pr_curves", "policy_from_dict", "policy_from_json", "policy_to_dict", "policy_to_json", "pr_curve",
+    "plot_pr_curves", "policy_from_dict", "policy_from_json", "policy_to_dict", "policy_to_json", "pr_curve", "read_as_vocabulary",
     "rule_classes", "rule_scores", "save_policy", "score_images", "threshold_for_precision", "threshold_for_recall",
     "wilson_interval",
 ]
