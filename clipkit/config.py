@@ -33,9 +33,10 @@ class VisionConfig:
     mlp_ratio: float = 4.0  # ViT: hidden width of each block's MLP, as a multiple of width
     act: str = "gelu"  # ViT: MLP activation, "gelu" or "quick_gelu" (needed by OpenAI's released weights)
     cnn_channels: tuple[int, ...] = (32, 64, 128)  # CNN: channels of each stage; every stage after the first halves the resolution
-    cnn_blocks: int = 1  # CNN: residual blocks per stage
+    cnn_blocks: int = 1  # CNN: blocks (two 3x3 convolutions each) per stage
+    cnn_block: str = "residual"  # CNN: "residual" (ResNet: shortcut, strided convolution) or "plain" (VGG: max pooling halves the resolution)
     cnn_stem_stride: int = 1  # CNN: stride of the first convolution; 2 quarters the cost of large images
-    cnn_pool: str = "mean"  # CNN: "mean" (global average: forgets where things are) or "centroid" (also each channel's centre of mass)
+    cnn_pool: str = "mean"  # CNN: "mean" (global average: forgets where things are), "max" (the strongest response anywhere) or "centroid" (mean and each channel's centre of mass)
 
 
 @dataclass

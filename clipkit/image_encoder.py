@@ -15,7 +15,8 @@ from clipkit.config import VisionConfig
 from clipkit.transformer import Transformer
 
 IMAGE_ENCODERS = ("vit", "cnn")
-CNN_POOLS = ("mean", "centroid")
+CNN_BLOCKS = ("residual", "plain")
+CNN_POOLS = ("mean", "max", "centroid")
 
 
 def check_images(images: torch.Tensor, image_size: int) -> None:
@@ -97,10 +98,31 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+class PlainBlock(nn.Module):
+    """VGG's two 3x3 convolutions, no shortcut; max pooling first when the stage halves the resolution.
+    Pooling keeps the strongest edge of each 2x2 window where a strided convolution samples one
+    pixel in four: a shape a few pixels wide keeps its corners."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.MaxPool2d(2) if stride == 2 else nn.Identity(),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
 class ConvEncoder(nn.Module):
-    """A small ResNet: a 3x3 stem, stages of basic blocks (each stage after the first halves the
-    resolution and widens the channels), global average pooling (with `cnn_pool="centroid"`, also
-    where each channel fires), projection."""
+    """A small ResNet (or, with `cnn_block="plain"`, a small VGG): a 3x3 stem, stages of blocks (each
+    stage after the first halves the resolution and widens the channels), global pooling (average;
+    the maximum with `cnn_pool="max"`; with "centroid" also where each channel fires), projection."""
 
     def __init__(self, config: VisionConfig, embed_dim: int):
         super().__init__()
@@ -113,12 +135,15 @@ class ConvEncoder(nn.Module):
             nn.BatchNorm2d(channels[0]),
             nn.ReLU(inplace=True),
         )
+        if config.cnn_block not in CNN_BLOCKS:
+            raise ValueError(f"unknown cnn_block {config.cnn_block!r}: use one of {CNN_BLOCKS}")
+        block = BasicBlock if config.cnn_block == "residual" else PlainBlock
         blocks = []
         in_channels = channels[0]
         for stage, out_channels in enumerate(channels):
             for index in range(config.cnn_blocks):
                 stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(BasicBlock(in_channels, out_channels, stride))
+                blocks.append(block(in_channels, out_channels, stride))
                 in_channels = out_channels
         self.stages = nn.Sequential(*blocks)
         if config.cnn_pool not in CNN_POOLS:
@@ -136,6 +161,8 @@ class ConvEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         maps = self.feature_maps(images)  # [B, C, H, W], non-negative (each block ends in a ReLU)
+        if self.pool == "max":
+            return self.projection(maps.amax(dim=(2, 3)))  # [B, C]: how strongly each feature fires anywhere
         pooled = maps.mean(dim=(2, 3))  # [B, C]: what is there
         if self.pool == "centroid":
             pooled = torch.cat([pooled, *centroids(maps)], dim=1)  # [B, 3C]: and where each channel fires

@@ -36,7 +36,8 @@ def test_vit_matches_a_recomputation_from_unfolded_patches():
 
 @pytest.mark.parametrize(
     "config",
-    [vit_config(), cnn_config(), cnn_config(image_size=64, cnn_stem_stride=2, cnn_blocks=2), cnn_config(cnn_pool="centroid")],
+    [vit_config(), cnn_config(), cnn_config(image_size=64, cnn_stem_stride=2, cnn_blocks=2), cnn_config(cnn_pool="centroid"),
+     cnn_config(cnn_block="plain", cnn_pool="max", cnn_blocks=2)],
 )
 def test_each_image_is_encoded_independently_of_its_batch(config):
     torch.manual_seed(0)
@@ -55,6 +56,33 @@ def test_cnn_halves_the_resolution_per_stage_and_pools_globally():
     maps = cnn.feature_maps(images)
     assert maps.shape == (2, 32, 8, 8)  # stem keeps 32 px; stages 2 and 3 halve it
     torch.testing.assert_close(cnn(images), maps.mean(dim=(2, 3)) @ cnn.projection.weight.T)
+
+
+def test_plain_cnn_matches_a_recomputation_with_max_pooling():
+    """The plain (VGG) tower by hand: convolutions, BatchNorm's running statistics, ReLU, 2x2 max
+    pooling before each later stage, and the largest response of each channel anywhere."""
+    torch.manual_seed(0)
+    cnn = ConvEncoder(cnn_config(cnn_block="plain", cnn_pool="max"), embed_dim=16).eval()
+    for module in cnn.modules():  # non-trivial statistics, so BatchNorm is checked too
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0), module.weight.data.uniform_(0.5, 1.5)
+    images = torch.randn(3, 3, 32, 32)
+
+    def conv_bn_relu(x, conv, bn):
+        x = F.conv2d(x, conv.weight, padding=1)
+        x = (x - bn.running_mean.view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + bn.eps)
+        return torch.clamp(x * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1), min=0)
+
+    x = conv_bn_relu(images, cnn.stem[0], cnn.stem[1])
+    for stage, block in enumerate(cnn.stages):
+        if stage > 0:
+            x = x.unfold(2, 2, 2).unfold(3, 2, 2).amax(dim=(-1, -2))  # [B, C, H/2, W/2]: each 2x2 window's maximum
+        x = conv_bn_relu(x, block.layers[1], block.layers[2])
+        x = conv_bn_relu(x, block.layers[4], block.layers[5])
+    assert x.shape == (3, 32, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(cnn.feature_maps(images), x, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cnn(images), x.flatten(2).max(dim=2).values @ cnn.projection.weight.T, atol=1e-5, rtol=1e-5)
 
 
 def test_centroid_pooling_matches_a_per_pixel_loop():
@@ -81,7 +109,7 @@ def test_centroid_pooling_tells_where_an_object_is_and_mean_pooling_cannot():
     image = torch.zeros(1, 3, 32, 32)
     image[..., 12:20, 4:12] = 1.0  # a square on the left
     moved = torch.roll(image, shifts=16, dims=-1)  # the same square on the right
-    for pool, expect_same in (("mean", True), ("centroid", False)):
+    for pool, expect_same in (("mean", True), ("max", True), ("centroid", False)):
         cnn = ConvEncoder(cnn_config(cnn_pool=pool), embed_dim=16).eval()
         for module in cnn.modules():
             if isinstance(module, nn.Conv2d):
@@ -89,10 +117,10 @@ def test_centroid_pooling_tells_where_an_object_is_and_mean_pooling_cannot():
         assert torch.allclose(cnn(image), cnn(moved), atol=1e-4) == expect_same, pool
 
 
-@pytest.mark.parametrize("pool", ["mean", "centroid"])
-def test_cnn_trains_every_parameter(pool):
+@pytest.mark.parametrize("block, pool", [("residual", "mean"), ("residual", "centroid"), ("plain", "max")])
+def test_cnn_trains_every_parameter(block, pool):
     torch.manual_seed(0)
-    cnn = ConvEncoder(cnn_config(cnn_pool=pool), embed_dim=16).train()
+    cnn = ConvEncoder(cnn_config(cnn_block=block, cnn_pool=pool), embed_dim=16).train()
     cnn(torch.randn(4, 3, 32, 32)).square().sum().backward()
     missing = [name for name, p in cnn.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
@@ -115,7 +143,9 @@ def test_bad_configs_are_refused_by_name():
     with pytest.raises(ValueError, match="cnn_channels"):
         ConvEncoder(cnn_config(cnn_channels=()), 8)
     with pytest.raises(ValueError, match="cnn_pool"):
-        ConvEncoder(cnn_config(cnn_pool="max"), 8)
+        ConvEncoder(cnn_config(cnn_pool="median"), 8)
+    with pytest.raises(ValueError, match="cnn_block.*plain"):
+        ConvEncoder(cnn_config(cnn_block="dense"), 8)
 
 
 def test_a_small_cnn_trains_on_two_cpu_threads_without_crashing():

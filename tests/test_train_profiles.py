@@ -47,3 +47,22 @@ def test_cpu_random_is_the_cpu_recipe_on_the_randomised_world():
     assert PROFILES["cpu"]["data"]["shapes"].get("variation", "grid") == "grid"
     # the same model and training, only the world differs: a side-by-side comparison
     assert {k: v for k, v in PROFILES["cpu"].items() if k != "data"} == {k: v for k, v in PROFILES["cpu-random"].items() if k != "data"}
+
+
+def test_the_robust_profile_trains_a_max_pooled_vgg_that_its_checkpoint_rebuilds(tmp_path):
+    import torch
+
+    from clipkit.checkpoint import load_checkpoint
+    from clipkit.model import save_model
+
+    model, data = build_model("cpu-robust")
+    assert (model.config.vision.cnn_block, model.config.vision.cnn_pool) == ("plain", "max")
+    assert data.sources[0].world.config.variation == "random"
+    history = train(model, data, TrainConfig(**{**TINY, "steps": 2, "attribute_weight": 1.0}), progress=False)
+    assert all(math.isfinite(loss) for loss in history["loss"])
+    save_model(model.eval(), tmp_path)
+    loaded = load_checkpoint(tmp_path).eval()
+    assert loaded.config.vision == model.config.vision
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(images), model.encode_image(images))
