@@ -17,7 +17,7 @@ and of the grid world (`cpu-grid`), the same prompts (no places: neither profile
 
 Models come from `load_or_train(profile, seed)`, so the notebook's checkpoints are reused (the
 cpu-where profile trains about ten minutes per seed on one CPU thread when they are missing,
-cpu-robust about ten minutes per seed on two).
+cpu-robust about six minutes per seed on two).
 Prints a table, then one JSON line.
 """
 

@@ -33,10 +33,23 @@ class VisionConfig:
     mlp_ratio: float = 4.0  # ViT: hidden width of each block's MLP, as a multiple of width
     act: str = "gelu"  # ViT: MLP activation, "gelu" or "quick_gelu" (needed by OpenAI's released weights)
     cnn_channels: tuple[int, ...] = (32, 64, 128)  # CNN: channels of each stage; every stage after the first halves the resolution
-    cnn_blocks: int = 1  # CNN: blocks (two 3x3 convolutions each) per stage
+    cnn_blocks: int | tuple[int, ...] = 1  # CNN: blocks (two 3x3 convolutions each) per stage, or one count per stage; a first stage of 0 leaves full resolution to the stem alone
     cnn_block: str = "residual"  # CNN: "residual" (ResNet: shortcut, strided convolution) or "plain" (VGG: max pooling halves the resolution)
     cnn_stem_stride: int = 1  # CNN: stride of the first convolution; 2 quarters the cost of large images
     cnn_pool: str = "mean"  # CNN: "mean" (global average: forgets where things are), "max" (the strongest response anywhere) or "centroid" (mean and each channel's centre of mass)
+
+    def blocks_per_stage(self) -> tuple[int, ...]:
+        """`cnn_blocks` as one count per stage of `cnn_channels`; a ValueError names the field that does not fit."""
+        stages = len(self.cnn_channels)
+        if not stages:
+            raise ValueError("cnn_channels is empty: give one channel count per stage, e.g. (32, 64, 128)")
+        counts = (self.cnn_blocks,) * stages if isinstance(self.cnn_blocks, int) else tuple(self.cnn_blocks)
+        if len(counts) != stages or min(counts[1:], default=1) < 1 or counts[0] < 0:
+            raise ValueError(
+                f"cnn_blocks {self.cnn_blocks!r} does not fit cnn_channels {tuple(self.cnn_channels)}: give one count, "
+                "or one per stage, each >= 1 (the first may be 0: the stem alone at full resolution), e.g. (0, 1, 1)"
+            )
+        return counts
 
 
 @dataclass
@@ -94,7 +107,7 @@ class ConfigError(ValueError):
 
 
 # Fields that count things or sizes: each must be at least 1.
-_POSITIVE = {"embed_dim", "image_size", "patch_size", "width", "layers", "heads", "cnn_blocks", "cnn_stem_stride",
+_POSITIVE = {"embed_dim", "image_size", "patch_size", "width", "layers", "heads", "cnn_stem_stride",
              "vocab_size", "context_length", "mlp_ratio", "cnn_channels", "text_dim"}
 
 
@@ -177,6 +190,11 @@ def _check_consistent(config: CLIPConfig) -> None:
         raise ConfigError(f"field vision.heads ({vision.heads}) must divide vision.width ({vision.width})")
     if vision.kind == "vit" and vision.image_size % vision.patch_size:
         raise ConfigError(f"field vision.patch_size ({vision.patch_size}) must divide vision.image_size ({vision.image_size})")
+    if vision.kind == "cnn":
+        try:
+            vision.blocks_per_stage()
+        except ValueError as error:
+            raise ConfigError(f"field vision.{error}") from None
     if text.width % text.heads:
         raise ConfigError(f"field text.heads ({text.heads}) must divide text.width ({text.width})")
     if not 0 <= text.resolved_eot_token_id < text.vocab_size:

@@ -121,14 +121,14 @@ class PlainBlock(nn.Module):
 
 class ConvEncoder(nn.Module):
     """A small ResNet (or, with `cnn_block="plain"`, a small VGG): a 3x3 stem, stages of blocks (each
-    stage after the first halves the resolution and widens the channels), global pooling (average;
-    the maximum with `cnn_pool="max"`; with "centroid" also where each channel fires), projection."""
+    stage after the first halves the resolution and widens the channels; `cnn_blocks=(0, 1, 1)` leaves
+    the first to the stem alone), global pooling (average; the maximum with `cnn_pool="max"`; with
+    "centroid" also where each channel fires), projection."""
 
     def __init__(self, config: VisionConfig, embed_dim: int):
         super().__init__()
         channels = tuple(config.cnn_channels)
-        if not channels:
-            raise ValueError("cnn_channels is empty: give one channel count per stage, e.g. (32, 64, 128)")
+        blocks_per_stage = config.blocks_per_stage()
         self.image_size = config.image_size
         self.stem = nn.Sequential(
             nn.Conv2d(3, channels[0], 3, stride=config.cnn_stem_stride, padding=1, bias=False),
@@ -140,8 +140,8 @@ class ConvEncoder(nn.Module):
         block = BasicBlock if config.cnn_block == "residual" else PlainBlock
         blocks = []
         in_channels = channels[0]
-        for stage, out_channels in enumerate(channels):
-            for index in range(config.cnn_blocks):
+        for stage, (out_channels, count) in enumerate(zip(channels, blocks_per_stage)):
+            for index in range(count):
                 stride = 2 if stage > 0 and index == 0 else 1
                 blocks.append(block(in_channels, out_channels, stride))
                 in_channels = out_channels

@@ -28,12 +28,26 @@ def test_every_preset_round_trips_through_plain_data(name):
         ({"vision": {"kind": "vit", "image_size": 30, "patch_size": 8}}, "vision.patch_size .* must divide vision.image_size"),
         ({"vision": {"kind": "mlp"}}, "vision.kind must be 'vit' or 'cnn'"),
         ({"text": {"vocab_size": 10, "eot_token_id": 10}}, r"text.eot_token_id \(10\) must lie in"),
+        ({"vision": {"kind": "cnn", "cnn_channels": []}}, "field vision.cnn_channels is empty"),
+        ({"vision": {"kind": "cnn", "cnn_blocks": [0, 0, 1]}}, r"vision.cnn_blocks \(0, 0, 1\) does not fit cnn_channels"),
+        ({"vision": {"kind": "cnn", "cnn_blocks": [1, 1]}}, r"vision.cnn_blocks \(1, 1\) does not fit cnn_channels \(32, 64, 128\)"),
+        ({"vision": {"kind": "cnn", "cnn_blocks": "2"}}, "field vision.cnn_blocks must be an integer.* or .*must be a list"),
         ({"tokenizer": "bpe"}, "field tokenizer must be an object, got the string 'bpe'"),
     ],
 )
 def test_a_bad_field_is_named_with_what_it_should_be(data, message):
     with pytest.raises(ConfigError, match=message):
         CLIPConfig.from_dict(data)
+
+
+def test_blocks_per_stage_round_trip_and_build_the_tower_they_name():
+    from clipkit.image_encoder import ConvEncoder
+
+    config = config_from_preset("tiny-cpu", vision={"cnn_block": "plain", "cnn_blocks": [0, 2, 1]})
+    assert CLIPConfig.from_dict(config.to_dict()) == config
+    assert config.vision.blocks_per_stage() == (0, 2, 1)
+    assert len(ConvEncoder(config.vision, 8).stages) == 3
+    assert config_from_preset("tiny-cpu", vision={"cnn_blocks": 2}).vision.blocks_per_stage() == (2, 2, 2)
 
 
 def test_a_config_that_is_not_an_object_is_refused():

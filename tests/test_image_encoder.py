@@ -37,7 +37,7 @@ def test_vit_matches_a_recomputation_from_unfolded_patches():
 @pytest.mark.parametrize(
     "config",
     [vit_config(), cnn_config(), cnn_config(image_size=64, cnn_stem_stride=2, cnn_blocks=2), cnn_config(cnn_pool="centroid"),
-     cnn_config(cnn_block="plain", cnn_pool="max", cnn_blocks=2)],
+     cnn_config(cnn_block="plain", cnn_pool="max", cnn_blocks=2), cnn_config(cnn_block="plain", cnn_pool="max", cnn_blocks=(0, 1, 1))],
 )
 def test_each_image_is_encoded_independently_of_its_batch(config):
     torch.manual_seed(0)
@@ -58,11 +58,14 @@ def test_cnn_halves_the_resolution_per_stage_and_pools_globally():
     torch.testing.assert_close(cnn(images), maps.mean(dim=(2, 3)) @ cnn.projection.weight.T)
 
 
-def test_plain_cnn_matches_a_recomputation_with_max_pooling():
+@pytest.mark.parametrize("blocks", [(1, 1, 1), (0, 1, 1), (0, 2, 1)])
+def test_plain_cnn_matches_a_recomputation_with_max_pooling(blocks):
     """The plain (VGG) tower by hand: convolutions, BatchNorm's running statistics, ReLU, 2x2 max
-    pooling before each later stage, and the largest response of each channel anywhere."""
+    pooling before each later stage, and the largest response of each channel anywhere. A first
+    stage of 0 blocks leaves the full resolution to the stem alone."""
     torch.manual_seed(0)
-    cnn = ConvEncoder(cnn_config(cnn_block="plain", cnn_pool="max"), embed_dim=16).eval()
+    cnn = ConvEncoder(cnn_config(cnn_block="plain", cnn_pool="max", cnn_blocks=blocks), embed_dim=16).eval()
+    halves_first = [stage > 0 and index == 0 for stage, count in enumerate(blocks) for index in range(count)]
     for module in cnn.modules():  # non-trivial statistics, so BatchNorm is checked too
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0), module.weight.data.uniform_(0.5, 1.5)
@@ -74,8 +77,8 @@ def test_plain_cnn_matches_a_recomputation_with_max_pooling():
         return torch.clamp(x * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1), min=0)
 
     x = conv_bn_relu(images, cnn.stem[0], cnn.stem[1])
-    for stage, block in enumerate(cnn.stages):
-        if stage > 0:
+    for halves, block in zip(halves_first, cnn.stages, strict=True):
+        if halves:
             x = x.unfold(2, 2, 2).unfold(3, 2, 2).amax(dim=(-1, -2))  # [B, C, H/2, W/2]: each 2x2 window's maximum
         x = conv_bn_relu(x, block.layers[1], block.layers[2])
         x = conv_bn_relu(x, block.layers[4], block.layers[5])
@@ -146,6 +149,9 @@ def test_bad_configs_are_refused_by_name():
         ConvEncoder(cnn_config(cnn_pool="median"), 8)
     with pytest.raises(ValueError, match="cnn_block.*plain"):
         ConvEncoder(cnn_config(cnn_block="dense"), 8)
+    for blocks in ((1, 1), (1, 0, 1), 0):  # a count per stage; only the first may be 0
+        with pytest.raises(ValueError, match=r"cnn_blocks .* does not fit cnn_channels \(8, 16, 32\).*\(0, 1, 1\)"):
+            ConvEncoder(cnn_config(cnn_blocks=blocks), 8)
 
 
 def test_a_small_cnn_trains_on_two_cpu_threads_without_crashing():
