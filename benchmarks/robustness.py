@@ -1,8 +1,9 @@
 """Zero-shot accuracy under distribution shift: in distribution and on every suite of
 clipkit.data.shifts, seen pairs and held-out pairs side by side (issue 17).
 
-For a checkpoint (`--checkpoint DIR`), or for models trained here with a profile (default `cpu`) in
-one or more training worlds (`--data-variation grid,random`: the old world and the randomised one,
+For a checkpoint (`--checkpoint DIR`), or for models trained here with a profile (default `cpu`,
+which since issue 17 learns in the randomised world; `cpu-grid` is the grid-world recipe it replaced)
+in one or more training worlds (`--data-variation grid,random`: the old world and the randomised one,
 trained and measured side by side on one machine). Trained models are not saved. "in_distribution"
 is the original (grid) world's test set for every model, as ImageNet's is in the CLIP paper.
 
@@ -11,8 +12,8 @@ Targets (the cpu profile on 2 cores, within 5 minutes of training): on every sui
 targets still hold (seen >= 0.98, held-out among held-out >= 0.90, held-out among all >= 0.60).
 
     python benchmarks/robustness.py                                 # the cpu profile, its own world
-    python benchmarks/robustness.py --data-variation grid,random    # old and new world side by side
-    python benchmarks/robustness.py --profile cpu,cpu-robust        # two profiles side by side
+    python benchmarks/robustness.py --profile cpu-grid,cpu          # the old recipe and world, and the new
+    python benchmarks/robustness.py --profile cpu-grid --data-variation grid,random   # one recipe, two worlds
     python benchmarks/robustness.py --checkpoint checkpoints/mini-clip
     python benchmarks/robustness.py --quick                         # seconds: the ci profile, a few steps
 """

@@ -9,15 +9,16 @@ one plain view.
     python benchmarks/steer_transfer.py              # 30 prompts; target: both judges >= 90% with views
     python benchmarks/steer_transfer.py --quick      # ci profile, 2 prompts, 5 steps: seconds
 
-Is a robust model harder to fool? Steer and judge with models of the randomised world (`cpu-robust`)
-and of the grid world (`cpu-grid`), the same prompts (no places: neither profile trains to read them):
+Is a robust model harder to fool? Steer and judge with models of the randomised world (`cpu`,
+notebook 05's since issue 17) and of the grid world (`cpu-grid`), the same prompts (no places:
+neither profile trains to read them):
 
-    python benchmarks/steer_transfer.py --profile cpu-robust
+    python benchmarks/steer_transfer.py --profile cpu
     python benchmarks/steer_transfer.py --profile cpu-grid
 
-Models come from `load_or_train(profile, seed)`, so the notebook's checkpoints are reused (the
+Models come from `load_or_train(profile, seed)`, so the notebooks' checkpoints are reused (the
 cpu-where profile trains about ten minutes per seed on one CPU thread when they are missing,
-cpu-robust about six minutes per seed on two).
+cpu about five minutes per seed on two).
 Prints a table, then one JSON line.
 """
 
@@ -54,7 +55,7 @@ def random_prompts(count: int, seed: int, places: bool = True) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu-where", help="training profile of both checkpoints (e.g. cpu-robust, the randomised "
+    parser.add_argument("--profile", default="cpu-where", help="training profile of both checkpoints (e.g. cpu, the randomised "
                         "world, against cpu-grid: is a robust model harder to fool?)")
     parser.add_argument("--places", choices=("auto", "yes", "no"), default="auto",
                         help="prompts that name a place; auto: when the profile trains its model to read places (cpu-where)")

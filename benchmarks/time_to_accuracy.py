@@ -19,20 +19,21 @@ load 1-6, so seconds are rough; GZSL = held-out images among all 64 pairs, the f
   attributes 1.0 + p 0.25                                    0.97   1.00        0.87      210
   attributes 2.0 + p 0.25                                    1.00   1.00        0.75      479
   attributes 0.5 + stride-1 stem, channels (16, 32, 64)      0.90   1.00        0.59      266
-  attributes 0.5 + p 0.25 + stride-1 stem (the cpu profile)  1.00   1.00        0.86      387
+  attributes 0.5 + p 0.25 + stride-1 stem (cpu-grid)        1.00   1.00        0.86      387
 
 Nearly all remaining seen-pair errors were hexagons taken for circles and back (a pixel apart at
 32 px), which the full-resolution stem removes. Calibrated stacking (clipkit.zeroshot, gamma from a
 validation sample) lifts GZSL of the baseline from 0.62 to 0.99 but drops its seen accuracy to
-0.60; on the cpu profile it gives 1.00 and 1.00. Every held-out error of every run was a pair with
+0.60; on that recipe (cpu-grid, the cpu profile until issue 17) it gives 1.00 and 1.00. Every held-out error of every run was a pair with
 the right colour and a wrong shape.
 
-A profile on the randomised world (cpu-random: variation "random") is evaluated during training on
-randomised images; at the end it is also scored on the grid world's images (the pictures the
+A profile on the randomised world (cpu since issue 17, cpu-random: variation "random") is evaluated
+during training on randomised images; at the end it is also scored on the grid world's images (the pictures the
 targets were set on), printed as "grid world" and in the JSON as grid_final_*.
 
     python benchmarks/time_to_accuracy.py                  # the cpu profile
-    python benchmarks/time_to_accuracy.py --profile cpu-random   # the same recipe, randomised world
+    python benchmarks/time_to_accuracy.py --profile cpu-grid     # the grid-world recipe
+    python benchmarks/time_to_accuracy.py --profile cpu-random   # the grid recipe in the randomised world
     python benchmarks/time_to_accuracy.py --profile gpu    # on a GPU
     python benchmarks/time_to_accuracy.py --quick          # seconds: a smoke run of the ci profile
 """

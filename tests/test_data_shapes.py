@@ -412,7 +412,7 @@ def test_random_world_spec_round_trips():
     "field, value",
     [("variation", "wobbly"), ("max_rotation", 90.0), ("size_spread", 0.5), ("shade", 1.0), ("p_outline", 1.5),
      ("p_any_background", -0.1), ("p_gradient", 2), ("p_pattern", 1.2), ("texture", 300.0), ("max_blur", 5.0), ("max_noise", -1.0),
-     ("p_jpeg", 1.5), ("min_jpeg_quality", 0), ("min_jpeg_quality", 100), ("max_rotation", "lots")],
+     ("p_jpeg", 1.5), ("min_jpeg_quality", 0), ("min_jpeg_quality", 100), ("max_rotation", "lots"), ("p_grid", 1.5)],
 )
 def test_bad_randomisation_fields_are_named_with_their_range(field, value):
     with pytest.raises(ValueError, match=field):
@@ -442,6 +442,33 @@ def test_random_world_compresses_its_share_of_pictures_as_pil_would_and_nothing_
     assert not torch.equal(sample.images[compressed], sharp[compressed])
     # Without JPEG the world draws what it drew before the option existed.
     assert torch.equal(plain.sample(64, seed=4).images, ShapesWorld(ShapesConfig(variation="random")).sample(64, seed=4).images)
+
+
+
+def test_random_world_draws_its_grid_share_exactly_as_the_grid_world_and_says_so():
+    config = ShapesConfig(variation="random", p_grid=0.4, noise_std=0.0, max_noise=0.0)
+    world = ShapesWorld(config)
+    rng = np.random.default_rng(6)  # what sample(300, seed=6) draws: the scenes, then the pixels' seed
+    layout, _ = world._described_layout(300, rng, "train", None, None)
+    sample = world.sample(300, seed=6)
+    on_grid = layout.random.grid
+    assert 0.3 < on_grid.mean() < 0.5
+    # Those pictures are the grid world's drawing of the same scenes, pixel for pixel.
+    grid_drawn = world.renderer.render(replace(layout, random=None), seed=0)
+    assert torch.equal(sample.images[on_grid], grid_drawn[on_grid])
+    assert not torch.equal(sample.images[~on_grid], grid_drawn[~on_grid])
+    # Their scenes and captions say so: unturned, filled, each diameter its size word's.
+    diameters = dict(zip(world.size_names, world._diameters))
+    for index in np.flatnonzero(on_grid):
+        scene, caption = sample.scenes[index], sample.captions[index]
+        assert all(o.angle == 0 and not o.outline and o.diameter == diameters[o.size] for o in scene.objects), scene
+        assert "outline" not in caption
+    assert any(o.angle != 0 for i in np.flatnonzero(~on_grid) for o in sample.scenes[i].objects)
+    assert_no_heldout_pair(world, sample)
+    assert torch.equal(sample.images, world.sample(300, seed=6).images)  # deterministic for a seed
+    # Without it the world draws what it drew before the option existed.
+    plain = ShapesConfig(variation="random")
+    assert torch.equal(ShapesWorld(replace(plain, p_grid=0.0)).sample(64, seed=4).images, ShapesWorld(plain).sample(64, seed=4).images)
 
 
 def test_random_split_keeps_heldout_pairs_out_of_training_images_and_captions(random_world):

@@ -27,6 +27,7 @@ _RANDOM_RANGES = {
     "max_noise": (0.0, 32.0),
     "p_jpeg": (0.0, 1.0),
     "min_jpeg_quality": (5, 95),
+    "p_grid": (0.0, 1.0),
 }
 
 
@@ -67,6 +68,7 @@ class ShapesConfig:
     max_noise: float = 6.0  # most per-pixel noise, standard deviation on the 0-255 scale (0-32)
     p_jpeg: float = 0.0  # chance a picture is saved as a JPEG and read back (blocks, ringing, smeared colour); 0 keeps older random worlds' pictures
     min_jpeg_quality: int = 30  # lowest JPEG quality drawn (5-95); each JPEG's quality is uniform up to 95
+    p_grid: float = 0.0  # chance a picture is drawn the grid world's way (no turn, the size word's size, its place, a dark background, sharp): the original drawing stays one of many; 0 keeps older random worlds' pictures
 
     def __post_init__(self):
         if self.image_size < 16:

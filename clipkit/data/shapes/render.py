@@ -13,6 +13,8 @@ everything per object or per image was drawn in numpy beforehand, so scenes neve
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -164,6 +166,9 @@ class ShapesRenderer:
         if len(compressed):  # JPEG is a CPU codec: those pictures go through PIL and come back
             where = torch.from_numpy(compressed).to(self.device)
             images[where] = jpeg_images(images[where], rnd.jpeg_quality[compressed].tolist())
+        if rnd.grid is not None and rnd.grid.any():  # `p_grid`'s share: the grid world's own drawing
+            rows = np.flatnonzero(rnd.grid)
+            images[torch.from_numpy(rows).to(self.device)] = self._render_grid(_rows_of(layout, rows), generator)
         return images
 
     def _coverage(self, shape_ids, centres, diameters, angles, outline) -> torch.Tensor:
@@ -206,6 +211,12 @@ class ShapesRenderer:
             mask = self.unit_masks[shape_id : shape_id + 1].expand(len(where), -1, -1, -1)
             alpha[where] = F.grid_sample(mask, columns + rows, mode="bilinear", padding_mode="zeros", align_corners=False)
         return alpha
+
+
+def _rows_of(layout, rows: np.ndarray):
+    """The grid world's layout of the pictures `rows` of `layout` (its randomisation dropped)."""
+    picked = {f.name: getattr(layout, f.name)[rows] for f in dataclasses.fields(layout) if f.name != "random"}
+    return dataclasses.replace(layout, random=None, **picked)
 
 
 def _contrasting(backgrounds: np.ndarray, colours: np.ndarray, present: np.ndarray) -> np.ndarray:

@@ -7,14 +7,16 @@ module decides how it is drawn, within what keeps every word true:
   objects, on the relation's side of the other, far enough along that axis that they never touch;
 - a turn, a shade of the palette colour that stays nearer it than any other palette colour, an
   outline-only style, a background (dark tint or any colour, a gradient, a smooth texture, stripes
-  or checks), blur, noise and JPEG compression.
+  or checks), blur, noise and JPEG compression;
+- and, for a share of the pictures (`p_grid`), none of it: the grid world's own drawing, so that the
+  original renderer stays one of the world's many (`drawn_on_grid`).
 All of it is numbers per object or per image, drawn from the layout's numpy generator, so a scene is
 the same on every device; the renderer (`clipkit.data.shapes.render`) turns them into pixels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,6 +47,7 @@ class Randomisation:
     blur: np.ndarray  # float [N], Gaussian blur's standard deviation in pixels
     noise: np.ndarray  # float [N], per-pixel noise's standard deviation (0-255 scale)
     jpeg_quality: np.ndarray  # int [N], the quality each picture is saved as a JPEG at; 0: not compressed
+    grid: np.ndarray | None = None  # bool [N], drawn exactly as the grid world draws it (see `drawn_on_grid`); None: none
 
 
 def region_of(x: float, y: float) -> str:
@@ -113,3 +116,15 @@ def draw_randomisation(config, size_fractions: np.ndarray, positions: np.ndarray
         backgrounds=backgrounds, gradient=gradient, texture=texture, pattern=pattern,
         pattern_amplitude=pattern_amplitude, blur=blur, noise=noise, jpeg_quality=jpeg_quality,
     )
+
+
+def drawn_on_grid(rnd: Randomisation, rows: np.ndarray, centres: np.ndarray, diameters: np.ndarray) -> Randomisation:
+    """`rnd` with the pictures `rows` [N] (bool) drawn as the grid world draws them (`p_grid`; the
+    renderer hands them to the grid's drawing): their objects at the grid's centres [N, 2, 2] and
+    diameters [N, 2] (pixels), unturned and filled, so that scenes and captions say what is drawn."""
+    def keep(grid_value, value: np.ndarray) -> np.ndarray:
+        return np.where(rows.reshape((-1,) + (1,) * (value.ndim - 1)), grid_value, value)
+
+    return replace(rnd, grid=rows, centres=keep(centres, rnd.centres), diameters=keep(diameters, rnd.diameters),
+                   angles=keep(0.0, rnd.angles), outline=keep(False, rnd.outline), blur=keep(0.0, rnd.blur),
+                   jpeg_quality=keep(0, rnd.jpeg_quality))

@@ -25,7 +25,7 @@ from clipkit.data.grammar import with_articles
 from clipkit.data.shapes.config import BindingProbe, Scene, ShapeObject, ShapesConfig, ShapesSample
 from clipkit.data.shapes.masks import mask_box_size
 from clipkit.data.shapes.render import ShapesRenderer
-from clipkit.data.shapes.variation import Randomisation, draw_randomisation
+from clipkit.data.shapes.variation import Randomisation, draw_randomisation, drawn_on_grid
 from clipkit.data.shapes.words import (
     BINDING_TEMPLATE,
     INVERSE_RELATIONS,
@@ -255,6 +255,10 @@ class ShapesWorld:
         if cfg.variation == "random":
             fractions = np.array([cfg.sizes[name] for name in self.size_names])[sizes]
             layout.random = draw_randomisation(cfg, fractions, positions, self._position_names, two, rng)
+            if cfg.p_grid > 0:  # drawn last, so worlds without it keep their pictures draw for draw
+                on_grid = rng.random(n) < cfg.p_grid
+                grid_centres = corners[..., ::-1] + box / 2  # (row, col) -> (x, y), the grid scene's centres
+                layout.random = drawn_on_grid(layout.random, on_grid, grid_centres, self._diameters[sizes])
         return layout
 
     def _weighted_pairs(self, allowed: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
