@@ -125,10 +125,11 @@ from clipkit.data.stream import TrainingData, build_data
 # own drawing, which the randomised world never shows (an unturned, sharp shape of exactly its size
 # word's size on the dark background). `p_grid` draws a share of its pictures exactly as the grid
 # world does (the original renderer stays one of the world's many; the 0.2 rows below drew it with
-# the randomised renderer, the 0.3 rows with the grid's own); fewer two-object images (0.1) tie more captions to
-# one object; and a text tower of one block reads captions as a bag of words (its one block attends
-# from the end token only, so a step is 15% cheaper: 0.255 against 0.30 s quiet on 2 threads) and
-# learns the single-object captions as well (1100 steps, seed 1: in distribution 0.94 either way).
+# the randomised renderer, the 0.3 rows with the grid's own); fewer two-object images (0.1) tie more
+# captions to one object; and a text tower of one block reads captions as a bag of words (its one
+# block attends from the end token only, so a step is 15% cheaper: 0.255 against 0.30 s quiet on 2
+# threads) and learns the single-object captions as well (1100 steps, seed 1: in distribution 0.94
+# either way).
 # 1100 steps, seen pairs top-1, 1 thread beside another job (held-out among held-out 1.00 in every row):
 #   run (seed)                                    in-dist  redrawn  rotation  texture  blur  jpeg  sketch  combined
 #   cpu-robust at 1100 (1)                         0.965    0.97     0.94      0.92    0.90  0.91  0.70    0.95

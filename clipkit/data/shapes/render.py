@@ -67,9 +67,18 @@ class ShapesRenderer:
 
     def render(self, layout, seed: int) -> torch.Tensor:
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        if getattr(layout, "random", None) is not None:
+        rnd = getattr(layout, "random", None)
+        if rnd is None:
+            return self._render_grid(layout, generator)
+        if rnd.grid is None or not rnd.grid.any():
             return self._render_random(layout, generator)
-        return self._render_grid(layout, generator)
+        # `p_grid`'s share is the grid world's own drawing; only the rest is randomised
+        side = self.config.image_size
+        images = torch.empty((len(layout.pairs), 3, side, side), dtype=torch.uint8, device=self.device)
+        for rows, draw in ((rnd.grid, self._render_grid), (~rnd.grid, self._render_random)):
+            if rows.any():
+                images[torch.from_numpy(np.flatnonzero(rows)).to(self.device)] = draw(_rows_of(layout, rows), generator)
+        return images
 
     # -- the grid world ------------------------------------------------------------------------
 
@@ -166,9 +175,6 @@ class ShapesRenderer:
         if len(compressed):  # JPEG is a CPU codec: those pictures go through PIL and come back
             where = torch.from_numpy(compressed).to(self.device)
             images[where] = jpeg_images(images[where], rnd.jpeg_quality[compressed].tolist())
-        if rnd.grid is not None and rnd.grid.any():  # `p_grid`'s share: the grid world's own drawing
-            rows = np.flatnonzero(rnd.grid)
-            images[torch.from_numpy(rows).to(self.device)] = self._render_grid(_rows_of(layout, rows), generator)
         return images
 
     def _coverage(self, shape_ids, centres, diameters, angles, outline) -> torch.Tensor:
@@ -214,9 +220,15 @@ class ShapesRenderer:
 
 
 def _rows_of(layout, rows: np.ndarray):
-    """The grid world's layout of the pictures `rows` of `layout` (its randomisation dropped)."""
-    picked = {f.name: getattr(layout, f.name)[rows] for f in dataclasses.fields(layout) if f.name != "random"}
-    return dataclasses.replace(layout, random=None, **picked)
+    """The layout (and randomisation) of the pictures `rows` (bool [N]) of `layout`; the rows that
+    `p_grid` draws the grid world's way are drawn as a grid layout, without randomisation."""
+    def picked(record):
+        return {f.name: getattr(record, f.name)[rows] for f in dataclasses.fields(record)
+                if f.name != "random" and getattr(record, f.name) is not None}
+
+    rnd = layout.random
+    random = None if rnd.grid[rows].all() else dataclasses.replace(rnd, **picked(rnd))
+    return dataclasses.replace(layout, random=random, **picked(layout))
 
 
 def _contrasting(backgrounds: np.ndarray, colours: np.ndarray, present: np.ndarray) -> np.ndarray:

@@ -257,8 +257,7 @@ class ShapesWorld:
             layout.random = draw_randomisation(cfg, fractions, positions, self._position_names, two, rng)
             if cfg.p_grid > 0:  # drawn last, so worlds without it keep their pictures draw for draw
                 on_grid = rng.random(n) < cfg.p_grid
-                grid_centres = corners[..., ::-1] + box / 2  # (row, col) -> (x, y), the grid scene's centres
-                layout.random = drawn_on_grid(layout.random, on_grid, grid_centres, self._diameters[sizes])
+                layout.random = drawn_on_grid(layout.random, on_grid, self._grid_centres(layout), self._diameters[sizes])
         return layout
 
     def _weighted_pairs(self, allowed: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -338,10 +337,14 @@ class ShapesWorld:
 
     # -- words ---------------------------------------------------------------------------------
 
+    def _grid_centres(self, layout: _Layout) -> np.ndarray:
+        """Where the grid world draws each object: its mask box's centre, (x, y) in pixels [N, 2, 2]."""
+        return layout.corners[..., ::-1] + self._box_sizes[layout.sizes][..., None] / 2  # (row, col) -> (x, y)
+
     def _scenes(self, layout: _Layout) -> list[Scene]:
         n, rnd = len(layout.pairs), layout.random
         if rnd is None:
-            centres = layout.corners[..., ::-1] + self._box_sizes[layout.sizes][..., None] / 2  # (row, col) -> (x, y)
+            centres = self._grid_centres(layout)
             angles, outline = np.zeros((n, 2)), np.zeros((n, 2), dtype=bool)
             diameters = self._diameters[layout.sizes]
         else:
